@@ -1,0 +1,354 @@
+"""Capture the hidden states of every layer in one forward pass per batch.
+
+Forward hooks on the block stack see each layer's states as the model computes them;
+each is reduced on the device (pooled, or the kept token rows gathered) before it moves
+to the CPU, so no batch ever holds all layers' full ``(B, T, D)`` tensors at once.
+
+Layer index = transformers' ``output_hidden_states`` index: 0 is the embedding output
+(the input of block 0), ``i`` the output of block ``i`` and ``L`` the model's
+``last_hidden_state`` (after the final norm where the model has one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from . import pooling as pooling_mod
+from .models import Encoder, find_blocks, load
+
+DEFAULT_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
+
+
+def capture(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    pooling: str | None = None,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    instruction: str | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    attention: str = "auto",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    exclude_special_tokens: bool = False,
+    exclude_first_token: bool = False,
+    max_tokens: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> xr.DataArray:
+    """Hidden states of every layer of ``model`` on ``texts``.
+
+    Args:
+        model: hub id or path, ``(PreTrainedModel, tokenizer)``, ``SentenceTransformer``
+            or :class:`~hrsa.models.Encoder` (see :func:`hrsa.models.load`).
+        texts: the N input texts.
+        pooling: "mean", "last", "first"/"cls", or None for token level (every real token).
+        layers: layer indices to keep (0 = embeddings .. L); default all L + 1.
+        batch_size: texts per forward; texts are sorted by length to cut padding.
+        max_length: truncate to this many tokens; default the model's own limit.
+        instruction: when given, each text becomes ``template.format(instruction=, text=)``.
+        template: the query template; must contain ``{text}`` (and ``{instruction}``).
+        attention: "auto" (native), "causal" or "bidirectional"; verified by a probe.
+        device, dtype, revision: see :func:`hrsa.models.load`.
+        exclude_special_tokens: token level: drop special tokens ([CLS], BOS, ...).
+        exclude_first_token: token level: drop each text's first token (decoder LLMs put
+            massive activations there that dominate norms and linear CKA).
+        max_tokens: token level: keep a uniform random subsample of this many rows.
+        seed: seed of that subsample.
+        progress: show a tqdm bar over batches.
+
+    Returns:
+        Pooled: ``(layer, sample, feature)``. Token level: ``(layer, token, feature)`` with
+        coords ``text`` (source text index), ``position`` and ``token_id`` along ``token``,
+        rows in text order then position order. Coords ``layer`` and ``depth`` = layer / L.
+        float32 whatever the model dtype; attrs record the provenance (netCDF-safe).
+    """
+    return capture_views(
+        model, texts, (pooling,), layers=layers, batch_size=batch_size,
+        max_length=max_length, instruction=instruction, template=template,
+        attention=attention, device=device, dtype=dtype, revision=revision,
+        exclude_special_tokens=exclude_special_tokens,
+        exclude_first_token=exclude_first_token, max_tokens=max_tokens, seed=seed,
+        progress=progress,
+    )[0]
+
+
+def capture_views(
+    model: Any,
+    texts: Sequence[str],
+    views: Sequence[str | None],
+    *,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    instruction: str | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    attention: str = "auto",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    exclude_special_tokens: bool = False,
+    exclude_first_token: bool = False,
+    max_tokens: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[xr.DataArray]:
+    """Several views of one forward pass: one DataArray per entry of ``views`` (each a
+    pooling name, or None for token level), as :func:`capture` would return it.
+
+    ``hrsa.compare`` uses this to take token rows and mean-pooled text vectors (for the
+    probe) from the same pass. Other arguments: see :func:`capture`.
+    """
+    texts = validate_texts(texts)
+    poolers = {view: pooling_mod.get(view) for view in views if view is not None}
+    if None not in views and (max_tokens is not None or exclude_special_tokens
+                              or exclude_first_token):
+        raise ValueError(
+            "max_tokens, exclude_special_tokens and exclude_first_token apply at token "
+            f"level only (pooling=None), not with pooling={views[0]!r}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    inputs = apply_template(texts, instruction, template)
+    encoder = load(model, device=device, dtype=dtype, revision=revision, attention=attention)
+    n_blocks = encoder.num_layers
+    layers = _validate_layers(layers, n_blocks, encoder.name)
+    max_length = max_length or encoder.max_length
+
+    tokens = encoder.tokenizer(
+        [encoder.prefix + text for text in inputs], truncation=True, max_length=max_length,
+        return_special_tokens_mask=True, add_special_tokens=True,
+    )
+    keep = None if None not in views else _token_rows(
+        tokens, exclude_special_tokens, exclude_first_token, max_tokens, seed, encoder.name)
+    hidden_size = encoder.model.config.get_text_config().hidden_size
+    outs = {view: torch.empty(len(layers), len(texts) if view else sum(len(k) for k in keep),
+                              hidden_size, dtype=torch.float32) for view in views}
+
+    order = np.argsort([len(ids) for ids in tokens["input_ids"]], kind="stable")
+    offsets = None if keep is None else np.concatenate([[0], np.cumsum([len(k) for k in keep])])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=f"capture {encoder.name}", disable=not progress,
+                      unit="batch"):
+        inputs_b, mask = _pad(encoder, tokens, batch)
+        sample_dest = torch.as_tensor(batch)
+        if keep is not None:
+            rows_b, cols_b, token_dest = _token_index(encoder, keep, offsets, batch, mask)
+
+        def store(slot: int, states: torch.Tensor) -> None:
+            for view, out in outs.items():
+                if view is None:
+                    out[slot].index_copy_(0, token_dest, states[rows_b, cols_b].float().cpu())
+                else:
+                    out[slot].index_copy_(0, sample_dest, poolers[view](states, mask).cpu())
+
+        _forward_layers(encoder, inputs_b, layers, n_blocks, store)
+
+    return [_to_dataarray(outs[view], encoder, layers, n_blocks, tokens, keep, view, texts,
+                          max_length=max_length, template=template, instruction=instruction,
+                          exclude_special_tokens=exclude_special_tokens,
+                          exclude_first_token=exclude_first_token, max_tokens=max_tokens,
+                          seed=seed)
+            for view in views]
+
+
+def validate_texts(texts: Any) -> list[str]:
+    """``texts`` as a non-empty list of strings, or a TypeError/ValueError naming it."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError("texts is empty: give at least one text")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(
+            f"texts must all be strings; texts[{bad[0]}] is {type(texts[bad[0]]).__name__} "
+            f"({len(bad)} non-string entries)"
+        )
+    return list(texts)
+
+
+def apply_template(texts: list[str], instruction: str | None, template: str) -> list[str]:
+    """Each text as ``template.format(instruction=instruction, text=text)`` when an
+    instruction is given, else unchanged."""
+    if "{text}" not in template:
+        raise ValueError(f"template must contain '{{text}}', got {template!r}")
+    if instruction is None:
+        return texts
+    if "{instruction}" not in template:
+        raise ValueError(f"template must contain '{{instruction}}' when instruction is "
+                         f"given, got {template!r}")
+    return [template.format(instruction=instruction, text=text) for text in texts]
+
+
+def text_hash(texts: Sequence[str]) -> str:
+    """sha256 of the texts (length-prefixed, so boundaries count), hex, first 16 chars."""
+    digest = hashlib.sha256()
+    for text in texts:
+        data = text.encode()
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()[:16]
+
+
+def _validate_layers(layers, n_blocks: int, name: str) -> list[int]:
+    if layers is None:
+        return list(range(n_blocks + 1))
+    layers = [int(layer) for layer in layers]
+    bad = [layer for layer in layers if not 0 <= layer <= n_blocks]
+    if bad or not layers:
+        raise ValueError(f"layers must be a non-empty subset of 0..{n_blocks} for model "
+                         f"{name!r} ({n_blocks} blocks); got {bad or layers}")
+    return sorted(set(layers))
+
+
+def _token_rows(tokens, exclude_special: bool, exclude_first: bool,
+                max_tokens: int | None, seed: int, name: str) -> list[np.ndarray]:
+    """Per text, the positions of the kept token rows (ascending)."""
+    keep = []
+    for ids, special in zip(tokens["input_ids"], tokens["special_tokens_mask"]):
+        mask = np.ones(len(ids), dtype=bool)
+        if exclude_special:
+            mask &= ~np.asarray(special, dtype=bool)
+        if exclude_first:
+            mask[:1] = False
+        keep.append(np.flatnonzero(mask))
+    total = sum(len(k) for k in keep)
+    if total == 0:
+        raise ValueError(f"model {name!r}: no token rows left after the exclusions")
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if total > max_tokens:
+            chosen = np.zeros(total, dtype=bool)
+            chosen[np.random.default_rng(seed).choice(total, max_tokens, replace=False)] = True
+            bounds = np.cumsum([0] + [len(k) for k in keep])
+            keep = [k[chosen[a:b]] for k, a, b in zip(keep, bounds[:-1], bounds[1:])]
+    return keep
+
+
+def _pad(encoder: Encoder, tokens, batch: np.ndarray) -> tuple[dict, torch.Tensor]:
+    """Pad one batch on the tokenizer's padding side; left padding gets mask-derived
+    ``position_ids`` so each text's positions are the same as unpadded."""
+    left = getattr(encoder.tokenizer, "padding_side", "right") == "left"
+    pad_id = encoder.tokenizer.pad_token_id or 0
+    width = max(len(tokens["input_ids"][i]) for i in batch)
+    fields = [k for k in ("input_ids", "token_type_ids") if k in tokens]
+    arrays = {k: np.full((len(batch), width), pad_id if k == "input_ids" else 0, np.int64)
+              for k in fields + ["attention_mask"]}
+    for row, i in enumerate(batch):
+        n = len(tokens["input_ids"][i])
+        cols = slice(width - n, width) if left else slice(0, n)
+        for k in fields:
+            arrays[k][row, cols] = tokens[k][i]
+        arrays["attention_mask"][row, cols] = 1
+    inputs = {k: torch.from_numpy(v).to(encoder.device) for k, v in arrays.items()}
+    if left:
+        inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+    return inputs, inputs["attention_mask"]
+
+
+def _token_index(encoder: Encoder, keep, offsets, batch, mask: torch.Tensor):
+    """Gather indices (row in batch, column in padded batch) and output rows of the kept
+    tokens of one batch."""
+    starts = (mask.shape[1] - mask.sum(dim=1)).tolist() if (
+        getattr(encoder.tokenizer, "padding_side", "right") == "left") else [0] * len(batch)
+    rows, cols, dest = [], [], []
+    for row, i in enumerate(batch):
+        rows.append(np.full(len(keep[i]), row))
+        cols.append(keep[i] + starts[row])
+        dest.append(np.arange(offsets[i], offsets[i + 1]))
+    rows, cols, dest = (torch.as_tensor(np.concatenate(p), dtype=torch.long)
+                        for p in (rows, cols, dest))
+    return rows.to(mask.device), cols.to(mask.device), dest
+
+
+def _forward_layers(encoder: Encoder, inputs: dict, layers: list[int], n_blocks: int,
+                    store) -> None:
+    """Run one forward; call ``store(slot, states (B, T, D))`` for each layer kept, from
+    inside the hooks, so each layer is reduced as soon as it is computed.
+
+    Hooks are removed whether or not the forward raises.
+    """
+    blocks = find_blocks(encoder.model)
+    slots = {layer: slot for slot, layer in enumerate(layers)}
+    handles = []
+
+    def store_output(layer):
+        def hook(module, args, output):
+            store(slots[layer], output[0] if isinstance(output, (tuple, list)) else output)
+        return hook
+
+    def store_input(module, args, kwargs):
+        store(slots[0], args[0] if args else kwargs["hidden_states"])
+
+    try:
+        if 0 in slots:
+            handles.append(blocks[0].register_forward_pre_hook(store_input, with_kwargs=True))
+        for layer in layers:
+            if 0 < layer < n_blocks:
+                handles.append(blocks[layer - 1].register_forward_hook(store_output(layer)))
+        with torch.inference_mode():
+            output = encoder.model(**inputs, **_static_kwargs(encoder), **encoder.forward_kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if n_blocks in slots:
+        store(slots[n_blocks], output.last_hidden_state)
+
+
+def _static_kwargs(encoder: Encoder) -> dict:
+    params = inspect.signature(encoder.model.forward).parameters
+    return {"use_cache": False} if "use_cache" in params else {}
+
+
+def _to_dataarray(out: torch.Tensor, encoder: Encoder, layers, n_blocks, tokens, keep,
+                  pooling, texts, **options) -> xr.DataArray:
+    from . import __version__
+
+    coords: dict[str, Any] = {
+        "layer": ("layer", np.asarray(layers)),
+        "depth": ("layer", np.asarray(layers) / n_blocks),
+    }
+    if pooling:
+        dims = ("layer", "sample", "feature")
+        coords["sample"] = ("sample", np.arange(len(texts)))
+    else:
+        dims = ("layer", "token", "feature")
+        ids = tokens["input_ids"]
+        coords["text"] = ("token", np.concatenate(
+            [np.full(len(k), i) for i, k in enumerate(keep)]).astype(np.int64))
+        coords["position"] = ("token", np.concatenate(keep).astype(np.int64))
+        coords["token_id"] = ("token", np.concatenate(
+            [np.asarray(ids[i], dtype=np.int64)[k] for i, k in enumerate(keep)]))
+    attrs = {
+        "model": encoder.name,
+        "revision": encoder.revision,
+        "pooling": pooling or "none",
+        "attention": encoder.attention,
+        "dtype": str(encoder.dtype).removeprefix("torch."),
+        "max_length": int(options["max_length"]),
+        "template": options["template"],
+        "instruction": options["instruction"] or "",
+        "prefix": encoder.prefix,
+        "exclude_special_tokens": int(options["exclude_special_tokens"]),
+        "exclude_first_token": int(options["exclude_first_token"]),
+        "max_tokens": int(options["max_tokens"] or 0),
+        "seed": int(options["seed"]),
+        "n_texts": len(texts),
+        "text_hash": text_hash(texts),
+        "num_blocks": int(n_blocks),
+        "hrsa_version": __version__,
+    }
+    da = xr.DataArray(out.numpy(), dims=dims, coords=coords, attrs=attrs, name="activations")
+    da.attrs["long_name"] = "hidden state"
+    return da

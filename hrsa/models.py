@@ -1,0 +1,239 @@
+"""Resolve a model spec into a ready :class:`Encoder`.
+
+A spec is a Hugging Face hub id or local path, a ``(PreTrainedModel, tokenizer)`` pair,
+a loaded ``SentenceTransformer`` or an :class:`Encoder` already resolved. Loading goes
+through ``AutoModel`` (no LM head) with an explicit ``dtype``. The attention mode
+(causal or bidirectional) is verified on every resolve by a probe: changing the last
+token must change the first token's state under bidirectional attention and must not
+under causal attention.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.utils import is_flash_attn_2_available
+
+ATTENTION_MODES = ("auto", "causal", "bidirectional")
+
+# Context limits above this are tokenizer sentinels ("no limit"), not real limits.
+_NO_LIMIT = 1_000_000
+
+
+@dataclass
+class Encoder:
+    """A transformer ready for capture.
+
+    Attributes:
+        model: the ``PreTrainedModel`` (base model, no LM head), in eval mode.
+        tokenizer: its tokenizer.
+        name: the spec it came from (hub id, path or class name), for provenance.
+        revision: the hub revision, "" when unknown.
+        attention: the verified attention mode, "causal" or "bidirectional".
+        max_length: the model's own context limit in tokens.
+        prefix: text prepended to every input (a sentence-transformers prompt), "" for none.
+        forward_kwargs: extra keyword arguments for every forward (``is_causal`` for
+            decoders run bidirectionally).
+    """
+
+    model: PreTrainedModel
+    tokenizer: Any
+    name: str
+    revision: str = ""
+    attention: str = "causal"
+    max_length: int = 512
+    prefix: str = ""
+    forward_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def num_layers(self) -> int:
+        """L, the number of blocks: hidden-state layers are indexed 0 (embeddings) .. L."""
+        return len(find_blocks(self.model))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """float32 on the CPU, bfloat16 on CUDA."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def attn_implementation(device: torch.device, dtype: torch.dtype) -> str:
+    """flash_attention_2 when installed, on CUDA and in half precision; else sdpa."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    if device.type == "cuda" and half and is_flash_attn_2_available():
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load(
+    spec: Any,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    attention: str = "auto",
+) -> Encoder:
+    """Resolve ``spec`` into an :class:`Encoder` with a verified attention mode.
+
+    Args:
+        spec: hub id or local path; ``(PreTrainedModel, tokenizer)``; a
+            ``SentenceTransformer``; or an ``Encoder`` (re-verified if ``attention`` differs).
+        device: where to run; default CUDA when available. A passed model is moved only
+            when ``device`` is given.
+        dtype: model weights' dtype; default float32 on CPU, bfloat16 on CUDA. A passed
+            model is cast only when ``dtype`` is given.
+        revision: hub revision (branch, tag or commit), for a hub id.
+        attention: "auto" (the model's native mode), "causal" or "bidirectional".
+
+    Raises:
+        ValueError: unknown attention mode, a path that is not a model, or a model that
+            cannot run in the requested attention mode.
+        TypeError: a spec of an unsupported type.
+    """
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+    dev = torch.device(device) if device is not None else None
+    dt = _as_dtype(dtype) if dtype is not None else None
+
+    if isinstance(spec, Encoder):
+        encoder = Encoder(**{**spec.__dict__, "forward_kwargs": dict(spec.forward_kwargs)})
+        _place(encoder.model, dev, dt)
+        if attention in ("auto", encoder.attention):
+            return encoder
+        return _verify_attention(encoder, attention)
+    if isinstance(spec, (str, os.PathLike)):
+        encoder = _from_pretrained(str(spec), dev, dt, revision)
+    elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], PreTrainedModel):
+        model, tokenizer = spec
+        _place(model, dev, dt)
+        encoder = Encoder(model.eval(), tokenizer, name=_model_name(model),
+                          max_length=_context_limit(model, tokenizer))
+    elif _is_sentence_transformer(spec):
+        encoder = _from_sentence_transformer(spec, dev, dt)
+    else:
+        raise TypeError(
+            "model must be a hub id or path, a (PreTrainedModel, tokenizer) pair, a "
+            f"SentenceTransformer or an hrsa Encoder; got {type(spec).__name__}"
+        )
+    return _verify_attention(encoder, attention)
+
+
+def find_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
+    """The stack of transformer blocks: the ModuleList holding ``num_hidden_layers`` blocks."""
+    n = model.config.get_text_config().num_hidden_layers
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(
+        f"model {_model_name(model)}: no ModuleList of {n} blocks (num_hidden_layers) found"
+    )
+
+
+def _from_pretrained(path: str, device, dtype, revision) -> Encoder:
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"model {path!r} is neither a local model folder nor a reachable hub id: {err}"
+        ) from err
+    model = AutoModel.from_pretrained(
+        path, config=config, revision=revision, dtype=dtype,
+        attn_implementation=attn_implementation(device, dtype),
+    )
+    model.to(device).eval()
+    return Encoder(model, tokenizer, name=path, revision=revision or "",
+                   max_length=_context_limit(model, tokenizer))
+
+
+def _from_sentence_transformer(st: Any, device, dtype) -> Encoder:
+    first = st[0]
+    model = getattr(first, "model", None)
+    if not isinstance(model, PreTrainedModel):
+        model = first.auto_model
+    _place(model, device, dt=dtype)
+    prompt_name = st.default_prompt_name
+    prefix = st.prompts.get(prompt_name, "") if prompt_name else ""
+    name = getattr(st, "model_card_data", None)
+    name = getattr(name, "base_model", None) or _model_name(model)
+    return Encoder(model.eval(), st.tokenizer, name=str(name),
+                   max_length=int(st.max_seq_length), prefix=prefix)
+
+
+def _verify_attention(encoder: Encoder, wanted: str) -> Encoder:
+    """Probe the native mode; switch decoders with ``is_causal`` where asked; verify."""
+    native = _probe(encoder, {})
+    if wanted in ("auto", native):
+        encoder.attention, encoder.forward_kwargs = native, {}
+        return encoder
+    kwargs = {"is_causal": wanted == "causal"}
+    accepts_kwargs = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD or p.name == "is_causal"
+        for p in inspect.signature(encoder.model.forward).parameters.values()
+    )
+    if not accepts_kwargs or _probe(encoder, kwargs) != wanted:
+        raise ValueError(
+            f"model {encoder.name!r} ({type(encoder.model).__name__}) is natively {native} "
+            f"and cannot be run with attention={wanted!r}"
+        )
+    encoder.attention, encoder.forward_kwargs = wanted, kwargs
+    return encoder
+
+
+@torch.no_grad()
+def _probe(encoder: Encoder, forward_kwargs: dict) -> str:
+    """'bidirectional' if the first token's last-layer state depends on the last token."""
+    vocab = encoder.model.get_input_embeddings().num_embeddings
+    ids = torch.tensor([[11, 12, 13, 14, 15], [11, 12, 13, 14, 16]]) % vocab
+    ids = ids.to(encoder.device)
+    out = encoder.model(input_ids=ids, attention_mask=torch.ones_like(ids), **forward_kwargs)
+    first = out.last_hidden_state[:, 0].float()
+    scale = first.abs().max().clamp_min(1e-6)
+    return "bidirectional" if (first[0] - first[1]).abs().max() > 1e-4 * scale else "causal"
+
+
+def _place(model: PreTrainedModel, device, dt) -> None:
+    if device is not None or dt is not None:
+        model.to(device=device, dtype=dt)
+
+
+def _as_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"dtype: unknown torch dtype {dtype!r}")
+    return resolved
+
+
+def _context_limit(model: PreTrainedModel, tokenizer: Any) -> int:
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit is None or limit > _NO_LIMIT:
+        limit = getattr(model.config.get_text_config(), "max_position_embeddings", 512)
+    return int(limit)
+
+
+def _model_name(model: PreTrainedModel) -> str:
+    return str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+
+
+def _is_sentence_transformer(obj: Any) -> bool:
+    return type(obj).__name__ == "SentenceTransformer" and hasattr(obj, "tokenizer")

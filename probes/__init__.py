@@ -1,0 +1,1 @@
+"""Probe tasks shipped with hrsa: JSONL files (text, label) plus manifest.json."""
