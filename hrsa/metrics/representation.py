@@ -1,0 +1,197 @@
+r"""Representation-level metrics: do two spaces share a coordinate basis?
+
+Both metrics compare feature j of ``X: (n, D)`` with feature j of ``Y: (n, D)`` (or ask how far
+the best rotation between them is from a permutation), so they are NOT invariant to orthogonal
+maps; both need ``d1 == d2 == D``.
+
+* ``dimension_correlation``: mean over features of the Pearson correlation of matching columns,
+  :math:`\frac1D\sum_j \langle X^c_j, Y^c_j\rangle / (\|X^c_j\|\|Y^c_j\|)`. Range [-1, 1].
+* ``procrustes_alignment``: inverse row entropy of the orthogonal Procrustes map
+  :math:`O^* = \arg\min_{O^TO=I}\|X^cO - Y^c\|_F = UV^T` (SVD :math:`X^{cT}Y^c = USV^T`),
+  :math:`H_{inv} = 1 + \frac{1}{D\ln D}\sum_{ij} O^{*2}_{ij}\ln O^{*2}_{ij}`. Range [0, 1]; 1 for a
+  signed permutation, about :math:`0.73/\ln D` for a Haar-random rotation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from scipy.special import digamma
+
+from . import Metric
+from ._util import as_matrix, centered, check_not_constant, check_pair, warn
+
+__all__ = ["DimensionCorrelation", "ProcrustesAlignment", "METRICS"]
+
+
+@dataclass
+class _UnitColumns:
+    """Centred columns scaled to unit norm (``Z: (n, D)``; zero where a column is constant)."""
+
+    Z: torch.Tensor
+    varying: torch.Tensor  # (D,) bool: column not constant
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.Z.shape)
+
+
+class DimensionCorrelation(Metric):
+    r"""Mean Pearson correlation of matching features.
+
+    ``rho_j = <Xc_j, Yc_j> / (|Xc_j| |Yc_j|)`` with columns centred over the ``n`` rows; the score
+    is the mean of ``rho_j`` over ``j``. ``X: (n, D)``, ``Y: (n, D)`` (same ``D`` required).
+
+    A column constant in either representation has no correlation: it is left out of the mean
+    with a ``RuntimeWarning`` saying how many were left out; if no column is left, ``ValueError``.
+
+    Range [-1, 1]. Invariant to translation and positive isotropic scaling (indeed to a positive
+    scale per column), not to rotations, feature permutations or sign flips.
+    Cost: prepare O(nD) time and memory (float64), score O(nD).
+    """
+
+    name = "dimension_correlation"
+    long_name = "dimension-wise correlation"
+    level = "representation"
+    invariances = frozenset({"translation", "isotropic_scaling"})
+    range = (-1.0, 1.0)
+
+    def prepare(self, X: Any, name: str = "X") -> _UnitColumns:
+        X = as_matrix(X, name)
+        Xc = centered(X)
+        check_not_constant(Xc, X, name)
+        norms = torch.linalg.vector_norm(Xc, dim=0)
+        scale = torch.linalg.vector_norm(X.to(torch.float64), dim=0)
+        varying = norms > 1e-12 * scale.clamp_min(1e-300)
+        return _UnitColumns(torch.where(varying, Xc / norms.clamp_min(1e-300), 0.0), varying)
+
+    def score(self, prep_x: _UnitColumns, prep_y: _UnitColumns) -> float:
+        check_pair(prep_x, prep_y, same_d=True, why="dimension_correlation")
+        Zy = prep_y.Z.to(prep_x.Z.device)
+        both = prep_x.varying & prep_y.varying.to(prep_x.Z.device)
+        kept = int(both.sum())
+        if kept == 0:
+            raise ValueError("no feature varies in both X and Y; dimension_correlation is undefined")
+        if kept < both.numel():
+            warn(f"dimension_correlation: {both.numel() - kept} of {both.numel()} features are "
+                 "constant in X or Y and were left out of the mean")
+        rho = (prep_x.Z * Zy).sum(dim=0)
+        return float(rho[both].mean())
+
+
+@dataclass
+class _Centred:
+    """Column-centred float64 representation ``Xc: (n, d)``."""
+
+    Xc: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.Xc.shape)
+
+
+def _row_entropy_inverse(P: torch.Tensor) -> float:
+    r"""``1 - H`` for a (partial) isometry ``P: (D, D)``.
+
+    Each row's squared entries, normalised to sum to 1, are a distribution with entropy ``H_i``;
+    ``H = sum_i w_i H_i / ln D`` with row weights ``w_i = |P_i|^2 / |P|_F^2``. For an orthogonal
+    ``P`` (rows of unit norm) this is ``-(1 / (D ln D)) sum_ij P_ij^2 ln P_ij^2``.
+    """
+    D = P.shape[0]
+    sq = P.square()
+    mass = sq.sum(dim=1)
+    keep = mass > 0
+    p = sq[keep] / mass[keep, None]
+    h_rows = -torch.special.xlogy(p, p).sum(dim=1)
+    H = float((mass[keep] * h_rows).sum() / mass.sum()) / math.log(D)
+    return 1.0 - H
+
+
+class ProcrustesAlignment(Metric):
+    r"""Inverse row entropy of the orthogonal Procrustes map between ``X: (n, D)`` and ``Y: (n, D)``.
+
+    ``O* = U V^T`` where ``Xc^T Yc = U S V^T`` (columns centred), the minimiser of
+    ``||Xc O - Yc||_F`` over orthogonal ``O``. Rows of ``P = O*^2`` (elementwise) sum to 1;
+    ``H = -(1 / (D ln D)) sum_ij P_ij ln P_ij``; the score is ``H_inv = 1 - H``: 1 for a signed
+    permutation, about ``0.73 / ln D`` for a Haar-random rotation (exact value: ``chance``).
+
+    Rank deficiency: ``O*`` is unique only if ``Xc^T Yc`` has full rank ``D``. The numerical rank
+    ``r`` uses numpy's ``matrix_rank`` tolerance (``s_max * D * eps``). If ``r < D``:
+
+    * ``rank_deficient="nearest_identity"`` (default): among all optimal maps (they differ only
+      on the null spaces), the one nearest the identity, ``O = U_r V_r^T + U_0 R V_0^T`` with
+      ``R = A B^T`` from the SVD ``U_0^T V_0 = A S B^T`` (maximises ``tr O``). A
+      self-comparison then scores exactly 1. Post-LayerNorm states (BERT, MiniLM) always have
+      rank ``D - 1`` after centring (each row satisfies ``sum_j (y_j - beta_j) / gamma_j = 0``),
+      so this case is common, and the completion fixes only ``D - r`` of ``D`` directions.
+    * ``"nan"``: NaN with a ``RuntimeWarning`` ("rank r < D, the map is not unique").
+    * ``"subspace"``: only the unique part of the map is used, the partial isometry
+      ``P = U_r V_r^T`` on the shared rank-``r`` subspace (``U_r, V_r``: the leading ``r``
+      singular vectors). Its rows have squared norms ``w_i`` summing to ``r``; each row normalised
+      is a distribution with entropy ``H_i``, and ``H = sum_i w_i H_i / (r ln D)`` (equal to the
+      full-rank formula when ``r = D``). This measures how axis-aligned the constrained part of the
+      map is: a self-comparison scores 1 only if the data's subspace is itself axis-aligned.
+    * ``"ignore"``: the ``U V^T`` that the SVD happens to return (one of many optimal maps), no
+      warning.
+
+    Range [0, 1]. Invariant to translation and positive isotropic scaling; not to rotations
+    (which are what it measures). Signed feature permutations applied to both give the same
+    score. Cost: prepare O(nD); score O(n D^2 + D^3) (cross-covariance and SVD).
+    """
+
+    name = "procrustes_alignment"
+    long_name = "Procrustes inverse row entropy"
+    level = "representation"
+    invariances = frozenset({"translation", "isotropic_scaling"})
+    range = (0.0, 1.0)
+
+    RANK_DEFICIENT = ("nearest_identity", "nan", "subspace", "ignore")
+
+    def __init__(self, rank_deficient: str = "nearest_identity") -> None:
+        if rank_deficient not in self.RANK_DEFICIENT:
+            raise ValueError(f"rank_deficient must be one of {self.RANK_DEFICIENT}, "
+                             f"got {rank_deficient!r}")
+        self.rank_deficient = rank_deficient
+
+    def params(self) -> dict[str, Any]:
+        return {"rank_deficient": self.rank_deficient}
+
+    def prepare(self, X: Any, name: str = "X") -> _Centred:
+        X = as_matrix(X, name)
+        Xc = centered(X)
+        check_not_constant(Xc, X, name)
+        return _Centred(Xc)
+
+    def score(self, prep_x: _Centred, prep_y: _Centred) -> float:
+        check_pair(prep_x, prep_y, same_d=True, why="procrustes_alignment")
+        M = prep_x.Xc.T @ prep_y.Xc.to(prep_x.Xc.device)
+        U, S, Vh = torch.linalg.svd(M)
+        D = M.shape[0]
+        r = int((S > S[0] * D * torch.finfo(S.dtype).eps).sum())
+        if r < D and self.rank_deficient == "nan":
+            warn(f"procrustes_alignment: rank {r} < D={D}, the map is not unique "
+                 "(set rank_deficient='subspace' to score the unique part)")
+            return float("nan")
+        if r < D and self.rank_deficient == "subspace":
+            return _row_entropy_inverse(U[:, :r] @ Vh[:r])
+        if r < D and self.rank_deficient == "nearest_identity":
+            A, _, Bh = torch.linalg.svd(U[:, r:].T @ Vh[r:].T)
+            return _row_entropy_inverse(U[:, :r] @ Vh[:r] + U[:, r:] @ (A @ Bh) @ Vh[r:])
+        return _row_entropy_inverse(U @ Vh)
+
+    def chance(self, d: int | None = None, n: int | None = None, k: int | None = None) -> float:
+        r"""Exact ``E[H_inv]`` for a Haar-random rotation of size ``d``.
+
+        Each squared entry of a Haar orthogonal matrix is ``Beta(1/2, (d-1)/2)``, for which
+        ``E[p ln p] = (psi(3/2) - psi(d/2 + 1)) / d``; summing ``d^2`` entries by linearity,
+        ``E[H_inv] = 1 - (psi(d/2 + 1) - psi(3/2)) / ln d`` (``~ 0.7296 / ln d`` for large d).
+        """
+        if d is None or d < 2:
+            raise ValueError(f"chance('procrustes_alignment') needs d >= 2, got d={d!r}")
+        return float(1.0 - (digamma(d / 2 + 1) - digamma(1.5)) / math.log(d))
+
+
+METRICS = (DimensionCorrelation, ProcrustesAlignment)

@@ -1,0 +1,173 @@
+"""Plots of comparison Datasets: layer profiles, layer-pair heatmaps, probe bars and
+realignment curves over checkpoints.
+
+Every function reads a Dataset only (a saved ``.nc`` file works as well as a fresh
+comparison), labels axes from the variables' attrs, takes ``ax=`` / ``axes=`` or makes
+its own figure, returns what it drew on, and never calls ``plt.show()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .report import LEVEL_ORDER
+
+_PROFILE_LEVELS = ("representation", "geometry")
+
+
+def profile(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
+            axes: Sequence[Axes] | None = None) -> Figure:
+    """Layer profiles, one panel per level: each similarity against relative depth.
+
+    Args:
+        ds: a comparison with dim ``layer`` (``pairs="matched"``).
+        variables: which to draw; default every similarity variable except the probe.
+        axes: one Axes per level drawn; default a new figure.
+    """
+    if "layer" not in ds.dims:
+        raise ValueError("profile needs a matched-layer comparison (dim 'layer'); use "
+                         "heatmap() for pairs='all'")
+    by_level = _by_level(ds, variables, exclude_dims={"split"})
+    levels = [lv for lv in _PROFILE_LEVELS if by_level.get(lv)]
+    if not levels:
+        raise ValueError(f"no representation- or geometry-level variables in {list(ds)}")
+    fig, axes = _axes(axes, len(levels), "axes")
+    x = ds["depth"] if "depth" in ds.coords else ds["layer"]
+    for ax, level in zip(axes, levels):
+        for name in by_level[level]:
+            for label, line in _lines(ds[name], name):
+                ax.plot(x.values, line.values, marker="o", ms=3, label=label)
+        ax.set(title=f"{level} level", xlabel="relative depth" if "depth" in ds.coords
+               else "layer", ylabel="similarity")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def heatmap(ds: xr.Dataset, variable: str = "cka", *, ax: Axes | None = None,
+            **select) -> Axes:
+    """Layer-pair heatmap of one variable (dims ``layer_a`` x ``layer_b``), as in the
+    method's figures: rows are model a's layers, columns model b's.
+
+    ``select`` picks one value of any extra dim, e.g. ``heatmap(ds, "knn_overlap", k=10)``.
+    """
+    if variable not in ds:
+        raise ValueError(f"variable {variable!r} not in the Dataset; it has {list(ds)}")
+    da = ds[variable].sel(select) if select else ds[variable]
+    if set(da.dims) != {"layer_a", "layer_b"}:
+        raise ValueError(f"heatmap needs dims (layer_a, layer_b) (pairs='all'); {variable} "
+                         f"has {da.dims}; select extra dims with keywords, e.g. k=10")
+    ax = ax or plt.figure(figsize=(5, 4.2)).add_subplot()
+    lo, hi = da.attrs.get("range", [None, None])
+    da.transpose("layer_a", "layer_b").plot.imshow(
+        ax=ax, origin="lower", cmap="viridis", vmin=max(lo, float(da.min())) if lo is not None
+        else None, vmax=min(hi, float(da.max())) if hi is not None else None,
+        cbar_kwargs={"label": da.attrs.get("long_name", variable)})
+    ax.set(xlabel=f"layer of {ds.attrs.get('model_b', 'b')}",
+           ylabel=f"layer of {ds.attrs.get('model_a', 'a')}",
+           title=da.attrs.get("long_name", variable))
+    return ax
+
+
+def probe_bars(ds: xr.Dataset, *, layer: int = -1, ax: Axes | None = None) -> Axes:
+    """Probe accuracy by split: fitted and read out on a (self) vs read out on b (direct),
+    at one matched layer (default the last)."""
+    if "probe_self" not in ds:
+        raise ValueError("no probe variables: run compare() with labels=")
+    ax = ax or plt.figure(figsize=(4.5, 3.5)).add_subplot()
+    self_acc, direct = (ds[v].isel(layer=layer) for v in ("probe_self", "probe_direct"))
+    x = np.arange(ds.sizes["split"])
+    ax.bar(x - 0.2, self_acc.values, 0.4, label="self (a -> a)")
+    ax.bar(x + 0.2, direct.values, 0.4, label="direct (a -> b)")
+    ax.set_xticks(x, [str(s) for s in ds["split"].values])
+    depth = float(ds["depth"].isel(layer=layer)) if "depth" in ds.coords else None
+    title = "linear probe transfer" + (f" (depth {depth:.2f})" if depth is not None else "")
+    ax.set(ylim=(0, 1.05), ylabel="accuracy", title=title)
+    ax.legend(fontsize="small", loc="lower right")
+    return ax
+
+
+def realignment(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
+                layer: int | None = None, axes: Sequence[Axes] | None = None) -> Figure:
+    """Realignment curves: each similarity against training step, one panel per level,
+    averaged over matched layers (or at one ``layer`` position).
+
+    Args:
+        ds: a :func:`hrsa.trajectory` result (dims ``checkpoint``, ``layer``).
+        variables: which to draw; default all similarity variables (probe: direct test
+            accuracy).
+        layer: a position along ``layer`` instead of the mean over layers.
+    """
+    if "checkpoint" not in ds.dims or "layer" not in ds.dims:
+        raise ValueError("realignment needs a trajectory (dims checkpoint, layer)")
+    by_level = _by_level(ds, variables, exclude_dims=set())
+    levels = [lv for lv in LEVEL_ORDER if by_level.get(lv)]
+    fig, axes = _axes(axes, len(levels), "axes")
+    step = ds["step"] if "step" in ds.coords else ds["checkpoint"]
+    where = "mean over layers" if layer is None else f"layer position {layer}"
+    for ax, level in zip(axes, levels):
+        for name in by_level[level]:
+            da = ds[name].sel(split="test") if "split" in ds[name].dims else ds[name]
+            da = da.mean("layer") if layer is None else da.isel(layer=layer)
+            for label, line in _lines(da, name):
+                ax.plot(step.values, line.values, marker="o", ms=3, label=label)
+        ax.set(title=f"{level} level ({where})", xlabel=step.attrs.get("long_name", "step"),
+               ylabel="similarity")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def report(ds: xr.Dataset) -> Figure:
+    """The comparison on one figure: layer profiles by level, plus probe bars when the
+    Dataset has them."""
+    n = len([lv for lv in _PROFILE_LEVELS if _by_level(ds, None, {"split"}).get(lv)])
+    n_panels = n + ("probe_self" in ds)
+    fig, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 4), squeeze=False)
+    profile(ds, axes=axes[0][:n])
+    if "probe_self" in ds:
+        probe_bars(ds, ax=axes[0][n])
+    fig.suptitle(f"{ds.attrs.get('model_a', 'a')}  vs  {ds.attrs.get('model_b', 'b')}",
+                 fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def _by_level(ds: xr.Dataset, variables, exclude_dims: set) -> dict[str, list[str]]:
+    names = list(variables) if variables is not None else [
+        n for n, v in ds.data_vars.items()
+        if "diagnostic" not in v.attrs and not exclude_dims & set(v.dims)
+        and not (n == "probe_self")]
+    missing = [n for n in names if n not in ds]
+    if missing:
+        raise ValueError(f"variables {missing} not in the Dataset; it has {list(ds)}")
+    out: dict[str, list[str]] = {}
+    for name in names:
+        out.setdefault(ds[name].attrs.get("level", "other"), []).append(name)
+    return out
+
+
+def _lines(da: xr.DataArray, name: str):
+    """(label, 1-D DataArray) per value of the extra dim (k) if any."""
+    extra = [d for d in da.dims if d not in ("layer", "checkpoint")]
+    if not extra:
+        yield name, da
+        return
+    for value in da[extra[0]].values:
+        yield f"{name} {extra[0]}={value}", da.sel({extra[0]: value})
+
+
+def _axes(axes, n: int, name: str):
+    if axes is None:
+        fig, grid = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
+        return fig, list(grid[0])
+    axes = list(np.ravel(axes))
+    if len(axes) < n:
+        raise ValueError(f"{name}: {n} panels to draw, {len(axes)} Axes given")
+    return axes[0].figure, axes
