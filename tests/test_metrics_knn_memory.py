@@ -47,4 +47,4 @@ def test_knn_overlap_n20000_never_allocates_n_by_n():
 
 def test_the_measurement_sees_an_n_by_n_block():
     """Control: one block holding all rows does allocate n x n, and the probe sees it."""
-    assert _run(2048.0)["growth"] > 0.9 * FULL
+    assert _run(2048.0)["growth"] > 0.5 * FULL  # above the 500 MB bound used above
