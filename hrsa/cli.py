@@ -69,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     traj.add_argument("--steps", type=int, nargs="+", default=None)
     _add_compare_args(traj)
     traj.set_defaults(run=_trajectory)
+
+    realign = sub.add_parser("realign", help="manifold realignment in miniature: post-train "
+                             "MiniLM copies, train each contrastively, track HRSA over "
+                             "checkpoints; write realignment.nc and realignment.png")
+    realign.add_argument("--out", type=Path, default=Path("realignment"),
+                         help="output folder (checkpoints, realignment.nc, realignment.png)")
+    realign.add_argument("--fast", action="store_true",
+                         help="a few steps on few texts (the test suite's setting)")
+    realign.add_argument("--seed", type=int, default=0)
+    realign.add_argument("--quiet", action="store_true", help="no progress bars")
+    realign.set_defaults(run=_realign)
     return parser
 
 
@@ -213,6 +224,21 @@ def _demo(args) -> int:
     fig.savefig(args.out / "report.png", dpi=120, bbox_inches="tight")
     print(summarize(ds))
     print(f"wrote {args.out / 'report.nc'} and {args.out / 'report.png'}")
+    return 0
+
+
+def _realign(args) -> int:
+    """The realignment miniature (hrsa.experiments.realignment.run) and its summary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .experiments import realignment
+
+    ds = realignment.run(args.out, fast=args.fast, seed=args.seed, progress=not args.quiet)
+    print(realignment.table(ds))
+    print(f"timing (s): {ds.attrs['timing_s']}")
+    print(f"wrote {args.out / 'realignment.nc'} and {args.out / 'realignment.png'} "
+          f"(checkpoints under {args.out / 'checkpoints'})")
     return 0
 
 

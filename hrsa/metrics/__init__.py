@@ -7,7 +7,11 @@ A metric compares two representations of the same ``n`` inputs, ``X: (n, d1)`` a
   sets, a fitted probe) and returns an opaque prepared object;
 * ``score(prep_x, prep_y)`` does the cheap per-pair work and returns a Python float, or a dict
   of floats whose main value is under ``"similarity"`` (other keys are diagnostics; a metric with
-  an extra output dimension, see ``Metric.dims``, uses keys ``f"{dim}={value}"``).
+  an extra output dimension, see ``Metric.dims``, uses keys ``f"{dim}={value}"``);
+* ``score_all(preps_x, preps_y)`` (optional) scores every pair of two lists of prepared
+  representations at once and returns a float64 array ``(len(preps_x), len(preps_y))``. The base
+  class loops over ``score`` (float-valued metrics only); ``cka``, ``cka_debiased`` and
+  ``dimension_correlation`` override it with one stacked product for all pairs.
 
 ``compare()`` prepares each layer once and scores every pair it needs. The level of a metric
 (representation / geometry / function) is defined by its invariances, declared in
@@ -20,8 +24,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
+
+import numpy as np
 
 from ._util import as_matrix, check_pair
 
@@ -65,6 +71,33 @@ class Metric:
     def score(self, prep_x: Any, prep_y: Any) -> float | dict[str, float]:
         """Similarity of two prepared representations."""
         raise NotImplementedError
+
+    def score_all(self, preps_x: Sequence[Any], preps_y: Sequence[Any]) -> np.ndarray:
+        """Scores of every pair: ``out[i, j] == score(preps_x[i], preps_y[j])``.
+
+        ``preps_x``, ``preps_y``: sequences of prepared representations (from ``prepare``), all
+        on the same ``n`` rows. Returns a float64 numpy array ``(len(preps_x), len(preps_y))``;
+        empty sequences give an empty array of that shape. The same errors as ``score`` are
+        raised (the first failing pair in row-major order for this default).
+
+        This default loops over ``score``; it needs a float-valued metric and raises
+        ``TypeError`` if ``score`` returns a dict (e.g. ``knn_overlap`` with a tuple ``k``): score
+        those pair by pair. Subclasses override it where one batched computation is cheaper
+        (``cka``, ``cka_debiased``, ``dimension_correlation``); an override agrees with the loop
+        to rounding (about 1e-12 relative in float64). Any subset of rows or columns of the grid
+        may be asked for separately (e.g. ``score_all(preps_x[i:i + 1], preps_y)``) to bound the
+        memory of holding every prepared layer at once.
+        """
+        out = np.empty((len(preps_x), len(preps_y)), dtype=np.float64)
+        for i, px in enumerate(preps_x):
+            for j, py in enumerate(preps_y):
+                s = self.score(px, py)
+                if isinstance(s, dict):
+                    raise TypeError(f"{self.name or type(self).__name__}.score returns a dict "
+                                    f"(keys {sorted(s)}); score_all supports float-valued "
+                                    "metrics only: call score pair by pair")
+                out[i, j] = s
+        return out
 
     def chance(self, d: int | None = None, n: int | None = None, k: int | None = None) -> float | None:
         """Expected score of unrelated representations where known in closed form, else None."""

@@ -92,6 +92,95 @@ def _self_sq(p: _LinearPrep) -> torch.Tensor:
     return torch.linalg.matrix_norm(M).square()
 
 
+def _check_grid(preps_x, preps_y, same_d: bool = False, why: str = "") -> None:
+    """``check_pair`` for every pair of the grid (cheap: shapes only)."""
+    for px in preps_x:
+        for py in preps_y:
+            check_pair(px, py, same_d=same_d, why=why)
+
+
+def all_pairs_form(n: int, dims_x: list[int | None], dims_y: list[int | None]) -> str:
+    r"""``"feature"`` or ``"gram"``: the cheaper way to get ``||Xc_i^T Yc_j||_F^2`` for all pairs.
+
+    ``dims_x`` / ``dims_y``: the feature count of each prepared layer, or None where the layer
+    was prepared as a Gram matrix (``n < d``; then the Gram form is used). Cost model in
+    multiply-adds, with ``D_x = sum(dims_x)``, ``D_y = sum(dims_y)``, ``L_x, L_y`` the list lengths:
+
+    * feature form, ``Xc_i^T Yc_j`` per pair: ``n D_x D_y``;
+    * Gram form, upper-triangle row blocks of every ``K_i = Xc_i Xc_i^T`` (``n^2 d / 2`` each)
+      and one ``(L_x, n^2) @ (n^2, L_y)`` inner-product product, counted twice for its memory
+      traffic: ``n^2 (D_x + D_y) / 2 + n^2 L_x L_y``.
+
+    For one pair with ``n >= d`` this always picks the feature form (as ``score`` does); for
+    all-pairs grids it picks the Gram form once ``n`` is below about ``L d``.
+    """
+    if any(d is None for d in dims_x) or any(d is None for d in dims_y):
+        return "gram"
+    Dx, Dy = sum(dims_x), sum(dims_y)
+    feature = n * Dx * Dy
+    gram = n * n * (Dx + Dy) / 2 + n * n * len(dims_x) * len(dims_y)
+    return "feature" if feature <= gram else "gram"
+
+
+def _gram_rows(p: _LinearPrep, r0: int, r1: int, out: torch.Tensor) -> None:
+    """Rows ``r0:r1``, columns ``r0:n`` of the centred Gram ``K`` into ``out: (r1-r0, n-r0)``."""
+    if p.K is not None:
+        out.copy_(p.K[r0:r1, r0:])
+    else:
+        torch.mm(p.Xc[r0:r1], p.Xc[r0:].T, out=out)
+
+
+def _cross_sq_all(lx: list[_LinearPrep], ly: list[_LinearPrep],
+                  block_mb: float = 256.0) -> torch.Tensor:
+    """``C[i, j] = ||Xc_i^T Yc_j||_F^2 = <K_i, L_j>_F`` for every pair, float64 ``(Lx, Ly)``.
+
+    Feature form: per ``i``, one product ``Xc_i^T [Yc_j ...]`` against the ``Y`` layers
+    concatenated in chunks of at most ``block_mb`` MB. Gram form: the Gram matrices are formed
+    in row blocks of their upper triangle (``b`` rows, all layers of both sides in one buffer of
+    at most ``block_mb`` MB, so never ``L n^2`` floats at once), and each block adds
+    ``A @ B^T`` (``A: (Lx, b m)``, ``B: (Ly, b m)``) to ``C``, off-diagonal entries twice.
+    """
+    device = lx[0].row_sq.device
+    ly = [p.to(device) for p in ly]
+    n = lx[0].shape[0]
+    Lx, Ly = len(lx), len(ly)
+    budget = int(block_mb * 2**20) // 8
+    C = torch.zeros((Lx, Ly), dtype=torch.float64, device=device)
+    dims = ([None if p.K is not None else p.shape[1] for p in lx],
+            [None if p.K is not None else p.shape[1] for p in ly])
+    if all_pairs_form(n, *dims) == "feature":
+        start = 0
+        while start < Ly:  # chunks of Y layers whose concatenation fits the budget
+            stop, width = start, 0
+            while stop < Ly and (stop == start or (width + ly[stop].shape[1]) * n <= budget):
+                width += ly[stop].shape[1]
+                stop += 1
+            Ycat = ly[start].Xc if stop == start + 1 else torch.cat(
+                [p.Xc for p in ly[start:stop]], dim=1)
+            bounds = np.cumsum([0] + [p.shape[1] for p in ly[start:stop]])
+            for i, px in enumerate(lx):
+                col_sq = (px.Xc.T @ Ycat).square_().sum(dim=0)
+                for j in range(stop - start):
+                    C[i, start + j] = col_sq[bounds[j]:bounds[j + 1]].sum()
+            del Ycat
+            start = stop
+        return C
+    rows = max(1, min(n, budget // ((Lx + Ly) * n)))
+    buf = torch.empty((Lx + Ly) * rows * n, dtype=torch.float64, device=device)
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        b, m = r1 - r0, n - r0
+        G = buf[:(Lx + Ly) * b * m].view(Lx + Ly, b, m)
+        for t, p in enumerate(lx + ly):
+            _gram_rows(p, r0, r1, G[t])
+        A, B = G[:Lx].reshape(Lx, b * m), G[Lx:].reshape(Ly, b * m)
+        C += 2 * (A @ B.T)
+        diag_a = G[:Lx, :, :b].reshape(Lx, b * b)  # the diagonal block was counted twice
+        diag_b = G[Lx:, :, :b].reshape(Ly, b * b)
+        C -= diag_a @ diag_b.T
+    return C
+
+
 @dataclass
 class _CKAPrep:
     lin: _LinearPrep
@@ -120,6 +209,7 @@ class LinearCKA(Metric):
     level = "geometry"
     invariances = _ROTATION_FREE
     range = (0.0, 1.0)
+    block_mb = 256.0  # working-buffer bound of score_all (an attribute, not a parameter)
 
     def prepare(self, X: Any, name: str = "X") -> _CKAPrep:
         lin = _linear_prep(X, name)
@@ -129,6 +219,20 @@ class LinearCKA(Metric):
         check_pair(prep_x, prep_y)
         cross = _cross_sq(prep_x.lin, prep_y.lin.to(prep_x.lin.row_sq.device))
         return float(cross) / math.sqrt(prep_x.self_hsic * prep_y.self_hsic)
+
+    def score_all(self, preps_x: list[_CKAPrep], preps_y: list[_CKAPrep]) -> np.ndarray:
+        """All pairs at once (see ``Metric.score_all``): the cross terms of every pair come from
+        one stacked computation, feature or Gram form by ``all_pairs_form`` (a cost model in
+        ``n``, the feature counts and the numbers of layers), in float64, with at most
+        ``block_mb`` (256) MB of working buffers."""
+        if not preps_x or not preps_y:
+            return np.empty((len(preps_x), len(preps_y)))
+        _check_grid(preps_x, preps_y)
+        cross = _cross_sq_all([p.lin for p in preps_x], [p.lin for p in preps_y],
+                              self.block_mb).cpu().numpy()
+        sx = np.array([p.self_hsic for p in preps_x])
+        sy = np.array([p.self_hsic for p in preps_y])
+        return cross / np.sqrt(sx[:, None] * sy[None, :])
 
 
 def _unbiased_hsic(cross_sq: float, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -161,6 +265,7 @@ class DebiasedCKA(Metric):
     level = "geometry"
     invariances = _ROTATION_FREE
     range = (-1.0, 1.0)
+    block_mb = 256.0  # working-buffer bound of score_all (an attribute, not a parameter)
 
     def prepare(self, X: Any, name: str = "X") -> _CKAPrep:
         lin = _linear_prep(X, name, min_rows=4)
@@ -175,6 +280,25 @@ class DebiasedCKA(Metric):
         ly = prep_y.lin.to(prep_x.lin.row_sq.device)
         h = _unbiased_hsic(float(_cross_sq(prep_x.lin, ly)), prep_x.lin.row_sq, ly.row_sq)
         return h / math.sqrt(prep_x.self_hsic * prep_y.self_hsic)
+
+    def score_all(self, preps_x: list[_CKAPrep], preps_y: list[_CKAPrep]) -> np.ndarray:
+        """All pairs at once: the cross terms as ``cka.score_all``, the row-norm terms of the
+        unbiased estimator as one ``(Lx, n) @ (n, Ly)`` product."""
+        if not preps_x or not preps_y:
+            return np.empty((len(preps_x), len(preps_y)))
+        _check_grid(preps_x, preps_y)
+        lx, ly = [p.lin for p in preps_x], [p.lin for p in preps_y]
+        device = lx[0].row_sq.device
+        cross = _cross_sq_all(lx, ly, self.block_mb).cpu().numpy()
+        Ra = torch.stack([p.row_sq for p in lx])
+        Rb = torch.stack([p.row_sq.to(device) for p in ly])
+        ab = (Ra @ Rb.T).cpu().numpy()
+        sa, sb = Ra.sum(dim=1).cpu().numpy(), Rb.sum(dim=1).cpu().numpy()
+        n = lx[0].shape[0]
+        h = cross - ab + sa[:, None] * sb[None, :] / ((n - 1) * (n - 2)) - 2 * ab / (n - 2)
+        sx = np.array([p.self_hsic for p in preps_x])
+        sy = np.array([p.self_hsic for p in preps_y])
+        return h / np.sqrt(sx[:, None] * sy[None, :])
 
 
 # ----------------------------------------------------------------------------- RBF kernel

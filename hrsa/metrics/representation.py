@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from scipy.special import digamma
 
@@ -80,6 +81,43 @@ class DimensionCorrelation(Metric):
                  "constant in X or Y and were left out of the mean")
         rho = (prep_x.Z * Zy).sum(dim=0)
         return float(rho[both].mean())
+
+    block_mb = 256.0  # working-buffer bound of score_all (an attribute, not a parameter)
+
+    def score_all(self, preps_x: list[_UnitColumns], preps_y: list[_UnitColumns]) -> np.ndarray:
+        """All pairs at once (see ``Metric.score_all``): ``rho[c, i, j] = <Zx_i[:, c], Zy_j[:, c]>``
+        for every feature ``c`` as one batched product ``(c, Lx, n) @ (c, n, Ly)`` over column
+        blocks (at most ``block_mb`` MB of stacked columns), summed over ``c`` and divided by the
+        number of columns varying in both.
+        Constant columns: one ``RuntimeWarning`` for the grid (the largest count left out);
+        ``ValueError`` if some pair has no column varying in both."""
+        Lx, Ly = len(preps_x), len(preps_y)
+        if not Lx or not Ly:
+            return np.empty((Lx, Ly))
+        for px in preps_x:
+            for py in preps_y:
+                check_pair(px, py, same_d=True, why="dimension_correlation")
+        device = preps_x[0].Z.device
+        n, D = preps_x[0].shape
+        Vx = torch.stack([p.varying.to(device) for p in preps_x]).to(torch.float64)  # (Lx, D)
+        Vy = torch.stack([p.varying.to(device) for p in preps_y]).to(torch.float64)
+        kept = torch.einsum("ad,bd->ab", Vx, Vy)
+        if bool((kept == 0).any()):
+            raise ValueError("no feature varies in both X and Y for some pair; "
+                             "dimension_correlation is undefined")
+        if bool((kept < D).any()):
+            warn(f"dimension_correlation: up to {int(D - kept.min())} of {D} features are "
+                 "constant in X or Y and were left out of the mean")
+        total = torch.zeros((Lx, Ly), dtype=torch.float64, device=device)
+        cols = max(1, min(D, int(self.block_mb * 2**20) // (8 * n * (Lx + Ly))))
+        for c0 in range(0, D, cols):
+            c1 = min(c0 + cols, D)
+            A = torch.stack([p.Z[:, c0:c1].T for p in preps_x], dim=1)  # (c, Lx, n)
+            B = torch.stack([p.Z[:, c0:c1].T.to(device) for p in preps_y], dim=2)  # (c, n, Ly)
+            # Z is exactly 0 in a constant column, so such columns add 0 to every sum
+            total += torch.bmm(A, B).sum(dim=0)
+            del A, B
+        return (total / kept).cpu().numpy()
 
 
 @dataclass
