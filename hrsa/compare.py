@@ -19,14 +19,10 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
+from . import presets
 from .capture import capture_views, text_hash, validate_texts
+from .presets import UNSET
 
-DEFAULT_METRICS = (
-    ("dimension_correlation", {}),
-    ("procrustes_alignment", {}),
-    ("cka", {}),
-    ("knn_overlap", {"k": (5, 10, 50)}),
-)
 PAIRS = ("matched", "all")
 SPLITS = ("train", "dev", "test")
 
@@ -37,13 +33,15 @@ def compare(
     texts: Sequence[str] | None = None,
     *,
     labels: Sequence | None = None,
-    metrics: Sequence[str | metrics_mod.Metric] | None = None,
-    pairs: str = "matched",
-    pooling: str | None = None,
-    max_tokens: int | None = 50_000,
-    seed: int = 0,
+    metrics: Sequence[str | metrics_mod.Metric] | None = UNSET,
+    pairs: str = UNSET,
+    pooling: str | None = UNSET,
+    max_tokens: int | None = UNSET,
+    seed: int = UNSET,
     instruction: str | None = None,
-    probe: dict | None = None,
+    probe: dict | None = UNSET,
+    final_layer_only: Sequence[str] = UNSET,
+    preset: str = "default",
     progress: bool = True,
     **capture_options: Any,
 ) -> xr.Dataset:
@@ -56,18 +54,24 @@ def compare(
         labels: N class labels: adds the function level (a linear probe fitted on ``a``'s
             mean-pooled text vectors, frozen, read out on ``b``'s): ``probe_self`` and
             ``probe_direct``, accuracy by ``split`` (train, dev, test).
-        metrics: names or :class:`hrsa.metrics.Metric` objects; default
-            dimension_correlation, procrustes_alignment, cka, knn_overlap (k = 5, 10, 50).
-        pairs: "matched" (layers at the same relative depth, dim ``layer``) or "all"
-            (dims ``layer_a`` x ``layer_b``, for heatmaps).
+        metrics: names or :class:`hrsa.metrics.Metric` objects; None: the preset's set
+            (default: dimension_correlation, procrustes_alignment, cka, knn_overlap with
+            k = 5, 10, 50).
+        pairs: "matched" (default; layers at the same relative depth, dim ``layer``) or
+            "all" (dims ``layer_a`` x ``layer_b``, for heatmaps).
         pooling: None (token level, the method's unit: rows are token positions, the same
             in both models) or "mean" / "last" / "first" (rows are texts).
-        max_tokens: token level: rows are subsampled to this many, with the same ``seed``
-            (so the same rows) in both models; None keeps all.
-        seed: seed of the row subsample and of the probe's splits.
+        max_tokens: token level: rows are subsampled to this many (default 50,000), with
+            the same ``seed`` (so the same rows) in both models; None keeps all.
+        seed: seed of the row subsample and of the probe's splits (default 0).
         instruction: query instruction, applied through the capture template.
-        probe: options of :class:`hrsa.metrics.function` ``linear_probe_transfer``
-            (e.g. ``{"classifier": "ridge"}``).
+        probe: options of the ``linear_probe_transfer`` metric (e.g.
+            ``{"classifier": "ridge"}``), merged into the preset's.
+        final_layer_only: names of metrics (and "probe") computed on the final layer
+            pair only; their variables then have no layer dim. Default none.
+        preset: "default" or "paper" (the HRSA paper's exact protocol, see
+            docs/presets.md): fills every option not passed explicitly; an explicit
+            argument always wins. The resolved options are recorded in the Dataset.
         progress: tqdm bars on capture and scoring.
         **capture_options: passed to :func:`hrsa.capture` (``layers``, ``batch_size``,
             ``attention``, ``device``, ``dtype``, ``exclude_first_token``, ...).
@@ -75,25 +79,37 @@ def compare(
     Returns:
         ``xarray.Dataset``; see docs/design.md and docs/metrics.md for the variables.
     """
-    metric_objs = _check_options(metrics, pairs)
+    opts = _resolve(preset, metrics=metrics, pairs=pairs, pooling=pooling,
+                    max_tokens=max_tokens, seed=seed, probe=probe,
+                    final_layer_only=final_layer_only, capture_options=capture_options)
     if texts is not None:
         texts = validate_texts(texts)
-    views = _views(pooling, labels)
+    views = _views(opts["pooling"], labels)
     acts_a, acts_b = (
-        _activations(model, texts, views, which, max_tokens=max_tokens, seed=seed,
-                     instruction=instruction, progress=progress, **capture_options)
+        _activations(model, texts, views, which, max_tokens=opts["max_tokens"],
+                     seed=opts["seed"], instruction=instruction, progress=progress,
+                     **opts["capture_options"])
         for which, model in (("a", a), ("b", b))
     )
-    return _compare_activations(
-        acts_a, acts_b, texts, labels=labels, metric_objs=metric_objs, pairs=pairs,
-        pooling=pooling, max_tokens=max_tokens, seed=seed, instruction=instruction,
-        probe=probe, progress=progress, capture_options=capture_options)
+    return _compare_activations(acts_a, acts_b, texts, labels=labels, opts=opts,
+                                instruction=instruction, progress=progress)
 
 
-def _check_options(metrics, pairs: str) -> list[metrics_mod.Metric]:
-    if pairs not in PAIRS:
-        raise ValueError(f"pairs must be one of {PAIRS}, got {pairs!r}")
-    return resolve_metrics(metrics)
+def _resolve(preset: str, *, metrics, capture_options: dict, **given) -> dict:
+    """The preset's options overridden by what was given; metrics resolved to objects."""
+    attention = capture_options.get("attention", UNSET)
+    opts = presets.resolve(preset, metrics=UNSET if metrics is None else metrics,
+                           attention=attention, **given)
+    if opts["pairs"] not in PAIRS:
+        raise ValueError(f"pairs must be one of {PAIRS}, got {opts['pairs']!r}")
+    opts["metric_objs"] = resolve_metrics(opts["metrics"])
+    unknown = set(opts["final_layer_only"]) - {m.name for m in opts["metric_objs"]} - {"probe"}
+    if unknown:
+        raise ValueError(f"final_layer_only names {sorted(unknown)}, which are neither among "
+                         "the metrics nor 'probe'")
+    opts["capture_options"] = {**capture_options, "attention": opts["attention"]}
+    opts["preset"] = preset
+    return opts
 
 
 def _views(pooling: str | None, labels) -> tuple:
@@ -102,31 +118,30 @@ def _views(pooling: str | None, labels) -> tuple:
     return (pooling, "mean") if labels is not None and pooling != "mean" else (pooling,)
 
 
-def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, metric_objs, pairs,
-                         pooling, max_tokens, seed, instruction, probe, progress,
-                         capture_options) -> xr.Dataset:
+def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, opts: dict,
+                         instruction, progress) -> xr.Dataset:
     """The scoring half of :func:`compare`, on activations captured for every view."""
     if labels is not None:
         labels = _validate_labels(labels, texts, acts_a[0])
-    rows_a, rows_b = _align_rows(acts_a[0], acts_b[0], max_tokens, seed)
-    ds = _score(metric_objs, rows_a, rows_b, pairs, progress)
+    rows_a, rows_b = _align_rows(acts_a[0], acts_b[0], opts["max_tokens"], opts["seed"])
+    ds = _score(opts["metric_objs"], rows_a, rows_b, opts["pairs"], opts["final_layer_only"],
+                progress)
     if labels is not None:
         probe_metric = metrics_mod.get("linear_probe_transfer", labels=list(labels),
-                                       **{"seed": seed, **(probe or {})})
+                                       **{"seed": opts["seed"], **opts["probe"]})
+        pairs = "final" if "probe" in opts["final_layer_only"] else opts["pairs"]
         ds = ds.merge(_probe(probe_metric, acts_a[-1], acts_b[-1], pairs, progress),
                       compat="override", join="exact")
-    ds.attrs.update(_provenance(rows_a, rows_b, texts, pairs, pooling, max_tokens, seed,
-                                instruction, metric_objs, capture_options))
+    ds.attrs.update(_provenance(rows_a, rows_b, texts, instruction, opts))
     return ds
 
 
-def resolve_metrics(metrics: Sequence | None) -> list[metrics_mod.Metric]:
-    """Metric objects for ``metrics`` (names or objects); None gives the default set."""
-    if metrics is None:
-        return [metrics_mod.get(name, **params) for name, params in DEFAULT_METRICS]
+def resolve_metrics(metrics: Sequence) -> list[metrics_mod.Metric]:
+    """Metric objects for ``metrics``: names, ``(name, params)`` pairs or objects."""
     if isinstance(metrics, (str, metrics_mod.Metric)):
         metrics = [metrics]
-    resolved = [metrics_mod.get(m) for m in metrics]
+    resolved = [metrics_mod.get(m[0], **m[1]) if isinstance(m, (tuple, list)) else
+                metrics_mod.get(m) for m in metrics]
     function_level = [m.name for m in resolved if m.level == "function"]
     if function_level:
         raise ValueError(f"metrics: {function_level} are function-level; pass labels= to "
@@ -200,8 +215,11 @@ def layer_pairs(depth_a: np.ndarray, depth_b: np.ndarray, pairs: str) -> list[tu
     """Index pairs ``(i, j)`` into the two layer lists.
 
     "matched": for each layer of the model with fewer layers, the layer of the other at the
-    nearest relative depth (ties to the shallower); "all": every pair.
+    nearest relative depth (ties to the shallower); "all": every pair; "final": the last
+    layer of each.
     """
+    if pairs == "final":
+        return [(len(depth_a) - 1, len(depth_b) - 1)]
     if pairs == "all":
         return [(i, j) for i in range(len(depth_a)) for j in range(len(depth_b))]
     if len(depth_a) <= len(depth_b):
@@ -210,7 +228,9 @@ def layer_pairs(depth_a: np.ndarray, depth_b: np.ndarray, pairs: str) -> list[tu
 
 
 def _pair_coords(xa, xb, index_pairs, pairs):
-    """Dims and coords of one score grid."""
+    """Dims, coords and shape of one score grid."""
+    if pairs == "final":
+        return (), {}, ()
     if pairs == "all":
         coords = {"layer_a": xa.layer.values, "layer_b": xb.layer.values}
         if "depth" in xa.coords and "depth" in xb.coords:
@@ -229,26 +249,49 @@ def _depth(da: xr.DataArray) -> np.ndarray:
     return da.depth.values if "depth" in da.coords else np.linspace(0, 1, da.sizes["layer"])
 
 
-def _score(metric_objs, xa, xb, pairs, progress) -> xr.Dataset:
-    """Every metric on every layer pair, each layer prepared once per metric."""
-    index_pairs = layer_pairs(_depth(xa), _depth(xb), pairs)
-    dims, coords, shape = _pair_coords(xa, xb, index_pairs, pairs)
-    flat = index_pairs
-    positions = list(np.ndindex(*shape))
+def _score(metric_objs, xa, xb, pairs, final_layer_only, progress) -> xr.Dataset:
+    """Every metric on every layer pair it needs (``pairs``, or the final pair for those in
+    ``final_layer_only``), each layer prepared once per metric."""
+    grids = {}
+    for mode in {pairs, "final"}:
+        index_pairs = layer_pairs(_depth(xa), _depth(xb), mode)
+        grids[mode] = (index_pairs, *_pair_coords(xa, xb, index_pairs, mode))
     d_a, d_b = xa.sizes["feature"], xb.sizes["feature"]
     variables: dict[str, xr.DataArray] = {}
-    bar = tqdm(total=len(metric_objs) * len(flat), desc="metrics", disable=not progress,
-               unit="pair")
-    for metric in metric_objs:
+    modes = ["final" if m.name in final_layer_only else pairs for m in metric_objs]
+    bar = tqdm(total=sum(len(grids[mode][0]) for mode in modes), desc="metrics",
+               disable=not progress, unit="pair")
+    for metric, mode in zip(metric_objs, modes):
+        index_pairs, dims, coords, shape = grids[mode]
         if getattr(metric, "same_dim", False) and d_a != d_b:
             warnings.warn(f"{metric.name} needs the same feature dimension in both models "
                           f"(a has {d_a}, b has {d_b}); it is left out", stacklevel=3)
-            bar.update(len(flat))
+            bar.update(len(index_pairs))
             continue
-        results = _score_metric(metric, xa, xb, flat, bar)
-        variables.update(_to_variables(metric, results, positions, dims, coords, shape))
+        results = _score_metric(metric, xa, xb, index_pairs, bar)
+        new = _to_variables(metric, results, list(np.ndindex(*shape)), dims, coords, shape,
+                            chance=_chance(metric, n=xa.sizes[xa.dims[1]], d=d_a))
+        if mode == "final":
+            for var in new.values():
+                var.attrs["layers"] = _final_label(xa, xb)
+        variables.update(new)
     bar.close()
-    return xr.Dataset(variables, coords=coords)
+    return xr.Dataset(variables, coords=grids[pairs][2])
+
+
+def _final_label(xa: xr.DataArray, xb: xr.DataArray) -> str:
+    return f"final layer only (a: {int(xa.layer[-1])}, b: {int(xb.layer[-1])})"
+
+
+def _chance(metric, n: int, d: int) -> float | list[float] | None:
+    """The metric's chance floor for these sizes (one per k for an extra dim), or None."""
+    try:
+        if "k" in metric.dims:
+            return [float(metric.chance(d=d, n=n, k=k)) for k in metric.dims["k"]]
+        value = metric.chance(d=d, n=n)
+    except (ValueError, TypeError):
+        return None
+    return None if value is None else float(value)
 
 
 def _score_metric(metric, xa, xb, flat, bar) -> list:
@@ -283,10 +326,14 @@ def _layer(da: xr.DataArray, i: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(da.isel(layer=i).values))
 
 
-def _to_variables(metric, results, positions, dims, coords, shape) -> dict[str, xr.DataArray]:
+def _to_variables(metric, results, positions, dims, coords, shape,
+                  chance=None) -> dict[str, xr.DataArray]:
     """One DataArray per output of ``metric``: the similarity under the metric's name (with
-    its extra dim when it has one), diagnostics as ``{name}_{key}``."""
+    its extra dim when it has one), diagnostics as ``{name}_{key}``. ``chance``, the
+    floor, goes into the similarity's attrs."""
     attrs = metric_attrs(metric)
+    if chance is not None:
+        attrs["chance"] = chance
     extra = dict(metric.dims)
     out: dict[str, xr.DataArray] = {}
     if isinstance(results[0], dict):
@@ -342,12 +389,14 @@ def _probe(metric, pooled_a: xr.DataArray, pooled_b: xr.DataArray, pairs, progre
             grid[pos] = [res[f"{readout}_{split}"] for split in SPLITS]
         out[f"probe_{readout}"] = xr.DataArray(
             grid, dims=dims + ("split",), coords={"split": list(SPLITS)},
-            attrs={**base, "long_name": f"probe accuracy ({readout}: {what})", "range": [0.0, 1.0]})
+            attrs={**base, "long_name": f"probe accuracy ({readout}: {what})",
+                   "range": [0.0, 1.0]})
+        if pairs == "final":
+            out[f"probe_{readout}"].attrs["layers"] = _final_label(pooled_a, pooled_b)
     return xr.Dataset(out, coords=coords)
 
 
-def _provenance(xa, xb, texts, pairs, pooling, max_tokens, seed, instruction, metric_objs,
-                capture_options) -> dict:
+def _provenance(xa, xb, texts, instruction, opts: dict) -> dict:
     from . import __version__
 
     def attr(da, key, default=""):
@@ -362,14 +411,17 @@ def _provenance(xa, xb, texts, pairs, pooling, max_tokens, seed, instruction, me
         "n_rows": int(xa.sizes[row_dim]),
         "row_dim": row_dim,
         "text_hash": text_hash(texts) if texts is not None else attr(xa, "text_hash"),
-        "pairs": pairs,
-        "pooling": pooling or "none",
-        "max_tokens": int(max_tokens or 0),
-        "seed": int(seed),
+        "preset": opts["preset"],
+        "pairs": opts["pairs"],
+        "pooling": opts["pooling"] or "none",
+        "max_tokens": int(opts["max_tokens"] or 0),
+        "seed": int(opts["seed"]),
         "instruction": instruction or "",
-        "metrics": json.dumps([{"name": m.name, **m.params()} for m in metric_objs],
+        "final_layer_only": json.dumps(list(opts["final_layer_only"])),
+        "metrics": json.dumps([{"name": m.name, **m.params()} for m in opts["metric_objs"]],
                               default=str),
-        "capture_options": json.dumps(capture_options, sort_keys=True, default=str),
+        "probe": json.dumps(opts["probe"], sort_keys=True, default=str),
+        "capture_options": json.dumps(opts["capture_options"], sort_keys=True, default=str),
         "hrsa_version": __version__,
     }
 
@@ -381,13 +433,15 @@ def trajectory(
     *,
     steps: Sequence[int] | None = None,
     labels: Sequence | None = None,
-    metrics: Sequence[str | metrics_mod.Metric] | None = None,
-    pairs: str = "matched",
-    pooling: str | None = None,
-    max_tokens: int | None = 50_000,
-    seed: int = 0,
+    metrics: Sequence[str | metrics_mod.Metric] | None = UNSET,
+    pairs: str = UNSET,
+    pooling: str | None = UNSET,
+    max_tokens: int | None = UNSET,
+    seed: int = UNSET,
     instruction: str | None = None,
-    probe: dict | None = None,
+    probe: dict | None = UNSET,
+    final_layer_only: Sequence[str] = UNSET,
+    preset: str = "default",
     progress: bool = True,
     **capture_options: Any,
 ) -> xr.Dataset:
@@ -409,7 +463,9 @@ def trajectory(
         layer_a, layer_b)``). Each distinct checkpoint is captured once, however many
         pairs it enters (a fixed reference once in all).
     """
-    metric_objs = _check_options(metrics, pairs)
+    opts = _resolve(preset, metrics=metrics, pairs=pairs, pooling=pooling,
+                    max_tokens=max_tokens, seed=seed, probe=probe,
+                    final_layer_only=final_layer_only, capture_options=capture_options)
     checkpoints_b = list(checkpoints_b)
     if not checkpoints_b:
         raise ValueError("checkpoints_b is empty: give at least one checkpoint")
@@ -425,7 +481,7 @@ def trajectory(
         raise ValueError(f"steps has {len(steps)} entries for {len(checkpoints_b)} checkpoints")
     if texts is not None:
         texts = validate_texts(texts)
-    views = _views(pooling, labels)
+    views = _views(opts["pooling"], labels)
     cache: dict[str, list[xr.DataArray]] = {}
 
     def captured(spec: Any) -> list[xr.DataArray]:
@@ -433,18 +489,17 @@ def trajectory(
         if key not in cache:
             model, revision = ((spec["model"], spec.get("revision"))
                                if isinstance(spec, dict) else (spec, None))
-            options = {**capture_options, **({"revision": revision} if revision else {})}
-            cache[key] = _activations(model, texts, views, key, max_tokens=max_tokens,
-                                      seed=seed, instruction=instruction, progress=progress,
-                                      **options)
+            options = {**opts["capture_options"],
+                       **({"revision": revision} if revision else {})}
+            cache[key] = _activations(model, texts, views, key,
+                                      max_tokens=opts["max_tokens"], seed=opts["seed"],
+                                      instruction=instruction, progress=progress, **options)
         return cache[key]
 
     results = [
         _compare_activations(
-            captured(spec_a), captured(spec_b), texts, labels=labels, metric_objs=metric_objs,
-            pairs=pairs, pooling=pooling, max_tokens=max_tokens, seed=seed,
-            instruction=instruction, probe=probe, progress=False,
-            capture_options=capture_options)
+            captured(spec_a), captured(spec_b), texts, labels=labels, opts=opts,
+            instruction=instruction, progress=False)
         for spec_a, spec_b in tqdm(list(zip(checkpoints_a, checkpoints_b)),
                                    desc="checkpoints", disable=not progress, unit="ckpt")
     ]

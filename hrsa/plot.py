@@ -41,8 +41,13 @@ def profile(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
     x = ds["depth"] if "depth" in ds.coords else ds["layer"]
     for ax, level in zip(axes, levels):
         for name in by_level[level]:
-            for label, line in _lines(ds[name], name):
-                ax.plot(x.values, line.values, marker="o", ms=3, label=label)
+            for label, line, chance in _lines(ds[name], name):
+                if "layer" in line.dims:
+                    drawn = ax.plot(x.values, line.values, marker="o", ms=3, label=label)
+                else:  # computed on the final layer only
+                    drawn = ax.plot([x.values.max()], [float(line)], marker="*", ms=10,
+                                    linestyle="none", label=f"{label} (final layer)")
+                _chance_line(ax, chance, drawn[0].get_color())
         ax.set(title=f"{level} level", xlabel="relative depth" if "depth" in ds.coords
                else "layer", ylabel="similarity")
         ax.grid(alpha=0.3)
@@ -81,12 +86,13 @@ def probe_bars(ds: xr.Dataset, *, layer: int = -1, ax: Axes | None = None) -> Ax
     if "probe_self" not in ds:
         raise ValueError("no probe variables: run compare() with labels=")
     ax = ax or plt.figure(figsize=(4.5, 3.5)).add_subplot()
-    self_acc, direct = (ds[v].isel(layer=layer) for v in ("probe_self", "probe_direct"))
+    at = {"layer": layer} if "layer" in ds["probe_self"].dims else {}
+    self_acc, direct = (ds[v].isel(at) for v in ("probe_self", "probe_direct"))
     x = np.arange(ds.sizes["split"])
     ax.bar(x - 0.2, self_acc.values, 0.4, label="self (a -> a)")
     ax.bar(x + 0.2, direct.values, 0.4, label="direct (a -> b)")
     ax.set_xticks(x, [str(s) for s in ds["split"].values])
-    depth = float(ds["depth"].isel(layer=layer)) if "depth" in ds.coords else None
+    depth = float(ds["depth"].isel(layer=layer)) if at and "depth" in ds.coords else None
     title = "linear probe transfer" + (f" (depth {depth:.2f})" if depth is not None else "")
     ax.set(ylim=(0, 1.05), ylabel="accuracy", title=title)
     ax.legend(fontsize="small", loc="lower right")
@@ -114,9 +120,11 @@ def realignment(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
     for ax, level in zip(axes, levels):
         for name in by_level[level]:
             da = ds[name].sel(split="test") if "split" in ds[name].dims else ds[name]
-            da = da.mean("layer") if layer is None else da.isel(layer=layer)
-            for label, line in _lines(da, name):
-                ax.plot(step.values, line.values, marker="o", ms=3, label=label)
+            if "layer" in da.dims:
+                da = da.mean("layer") if layer is None else da.isel(layer=layer)
+            for label, line, chance in _lines(da, name):
+                drawn = ax.plot(step.values, line.values, marker="o", ms=3, label=label)
+                _chance_line(ax, chance, drawn[0].get_color())
         ax.set(title=f"{level} level ({where})", xlabel=step.attrs.get("long_name", "step"),
                ylabel="similarity")
         ax.grid(alpha=0.3)
@@ -125,12 +133,22 @@ def realignment(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
 
 
 def report(ds: xr.Dataset) -> Figure:
-    """The comparison on one figure: layer profiles by level, plus probe bars when the
-    Dataset has them."""
-    n = len([lv for lv in _PROFILE_LEVELS if _by_level(ds, None, {"split"}).get(lv)])
+    """The comparison on one figure: layer profiles by level (matched layers) or heatmaps
+    of CKA and dimension correlation (all pairs), plus probe bars when the Dataset has
+    them."""
+    if "layer" in ds.dims:
+        n = len([lv for lv in _PROFILE_LEVELS if _by_level(ds, None, {"split"}).get(lv)])
+    else:
+        maps = [v for v in ("cka", "dimension_correlation") if v in ds
+                and {"layer_a", "layer_b"} <= set(ds[v].dims)]
+        n = len(maps)
     n_panels = n + ("probe_self" in ds)
     fig, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 4), squeeze=False)
-    profile(ds, axes=axes[0][:n])
+    if "layer" in ds.dims:
+        profile(ds, axes=axes[0][:n])
+    else:
+        for ax, name in zip(axes[0], maps):
+            heatmap(ds, name, ax=ax)
     if "probe_self" in ds:
         probe_bars(ds, ax=axes[0][n])
     fig.suptitle(f"{ds.attrs.get('model_a', 'a')}  vs  {ds.attrs.get('model_b', 'b')}",
@@ -154,13 +172,21 @@ def _by_level(ds: xr.Dataset, variables, exclude_dims: set) -> dict[str, list[st
 
 
 def _lines(da: xr.DataArray, name: str):
-    """(label, 1-D DataArray) per value of the extra dim (k) if any."""
+    """(label, DataArray, chance floor or None) per value of the extra dim (k) if any."""
     extra = [d for d in da.dims if d not in ("layer", "checkpoint")]
+    chance = da.attrs.get("chance")
     if not extra:
-        yield name, da
+        yield name, da, None if chance is None else float(np.ravel(chance)[0])
         return
-    for value in da[extra[0]].values:
-        yield f"{name} {extra[0]}={value}", da.sel({extra[0]: value})
+    for i, value in enumerate(da[extra[0]].values):
+        floor = None if chance is None else float(np.ravel(chance)[i])
+        yield f"{name} {extra[0]}={value}", da.sel({extra[0]: value}), floor
+
+
+def _chance_line(ax: Axes, chance: float | None, color: str) -> None:
+    """The metric's chance floor as a dashed line in its colour."""
+    if chance is not None:
+        ax.axhline(chance, color=color, linestyle="--", linewidth=0.8, alpha=0.7)
 
 
 def _axes(axes, n: int, name: str):
