@@ -84,6 +84,8 @@ def compare(
                     final_layer_only=final_layer_only, capture_options=capture_options)
     if texts is not None:
         texts = validate_texts(texts)
+    if labels is not None:  # fail before the (long) capture
+        labels = _validate_labels(labels, texts, None)
     views = _views(opts["pooling"], labels)
     acts_a, acts_b = (
         _activations(model, texts, views, which, max_tokens=opts["max_tokens"],
@@ -149,9 +151,11 @@ def resolve_metrics(metrics: Sequence) -> list[metrics_mod.Metric]:
     return resolved
 
 
-def _validate_labels(labels, texts, acts: xr.DataArray) -> list:
+def _validate_labels(labels, texts, acts: xr.DataArray | None) -> list:
+    """``labels`` as a list, one per text, with at least two classes."""
     labels = list(labels)
-    n = len(texts) if texts is not None else acts.attrs.get("n_texts")
+    n = len(texts) if texts is not None else (
+        acts.attrs.get("n_texts") if acts is not None else None)
     if n is not None and len(labels) != n:
         raise ValueError(f"labels has {len(labels)} entries but there are {n} texts")
     if len(set(labels)) < 2:
@@ -481,6 +485,8 @@ def trajectory(
         raise ValueError(f"steps has {len(steps)} entries for {len(checkpoints_b)} checkpoints")
     if texts is not None:
         texts = validate_texts(texts)
+    if labels is not None:
+        labels = _validate_labels(labels, texts, None)
     views = _views(opts["pooling"], labels)
     cache: dict[str, list[xr.DataArray]] = {}
 

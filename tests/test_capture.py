@@ -217,3 +217,17 @@ def test_a_path_that_is_not_a_model(tmp_path):
         hrsa.capture(str(tmp_path / "nowhere"), ["a"], progress=False)
     with pytest.raises(TypeError, match="model"):
         hrsa.capture(42, ["a"], progress=False)
+
+
+def test_a_model_that_cannot_switch_attention_raises_naming_it(minilm_dir):
+    class FixedBert(transformers.BertModel):
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None):
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                   token_type_ids=token_type_ids)
+
+    model = FixedBert.from_pretrained(minilm_dir)
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    with pytest.raises(ValueError, match=r"FixedBert.*cannot be run with attention='causal'"):
+        hrsa.capture((model, tok), ["a text"], attention="causal", progress=False)
+    assert hrsa.capture((model, tok), ["a text"], progress=False).attrs["attention"] == \
+        "bidirectional"
