@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import probes
+from . import presets, probes
+from .experiments.paper import PAPER_PAIRS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_compare_args(traj)
     traj.set_defaults(run=_trajectory)
 
+    repro = sub.add_parser("reproduce", help="the HRSA paper's model pairs under the paper "
+                           "preset: one netCDF per pair and a summary table")
+    _add_text_args(repro)
+    repro.add_argument("--pair", nargs="+", default=None, metavar="NAME",
+                       help="pairs to run (default all): "
+                            + ", ".join(p[0] for p in PAPER_PAIRS))
+    repro.add_argument("--no-probe", action="store_true", help="skip the function level")
+    repro.add_argument("--out", type=Path, default=Path("paper_runs"), help="output folder")
+    _add_capture_args(repro)
+    repro.set_defaults(run=_reproduce)
+
     realign = sub.add_parser("realign", help="manifold realignment in miniature: post-train "
                              "MiniLM copies, train each contrastively, track HRSA over "
                              "checkpoints; write realignment.nc and realignment.png")
@@ -93,7 +105,8 @@ def _add_text_args(p: argparse.ArgumentParser) -> None:
 
 def _add_capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--attention", choices=["auto", "causal", "bidirectional"], default="auto")
+    p.add_argument("--attention", choices=["auto", "causal", "bidirectional"], default=None,
+                   help="default: the preset's (auto = the model's native mode)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -105,11 +118,15 @@ def _add_compare_args(p: argparse.ArgumentParser) -> None:
                    help="labels file (one per line) for a plain text file; .jsonl/.csv and "
                         "probe tasks carry their labels")
     p.add_argument("--no-probe", action="store_true", help="skip the function level")
-    p.add_argument("--pairs", choices=["matched", "all"], default="matched")
-    p.add_argument("--pooling", choices=["mean", "last", "first", "cls"], default=None)
+    p.add_argument("--preset", choices=presets.available(), default="default",
+                   help="option set; explicit options below override it (docs/presets.md)")
+    p.add_argument("--pairs", choices=["matched", "all"], default=None,
+                   help="default: the preset's (matched; paper: all)")
+    p.add_argument("--pooling", choices=["mean", "last", "first", "cls"], default=None,
+                   help="default: token level")
     p.add_argument("--metrics", nargs="+", default=None)
-    p.add_argument("--max-tokens", type=int, default=50_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=None, help="default: 50,000")
+    p.add_argument("--seed", type=int, default=None, help="default: the preset's (0; paper: 42)")
     p.add_argument("--out", type=Path, required=True, help="netCDF report")
     p.add_argument("--plot", type=Path, default=None, help="PNG figure")
     _add_capture_args(p)
@@ -133,9 +150,11 @@ def _read_texts(args) -> tuple[list[str], list[str] | None]:
 
 
 def _capture_kwargs(args) -> dict:
-    return {"batch_size": args.batch_size, "attention": args.attention,
-            "device": args.device, "dtype": args.dtype, "progress": not args.quiet,
-            "instruction": args.instruction}
+    kwargs = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
+              "progress": not args.quiet, "instruction": args.instruction}
+    if args.attention is not None:
+        kwargs["attention"] = args.attention
+    return kwargs
 
 
 def _capture(args) -> int:
@@ -151,9 +170,10 @@ def _capture(args) -> int:
 
 def _compare_kwargs(args) -> dict:
     texts, labels = _read_texts(args)
-    return {"texts": texts, "labels": labels, "pairs": args.pairs, "pooling": args.pooling,
-            "metrics": args.metrics, "max_tokens": args.max_tokens, "seed": args.seed,
-            **_capture_kwargs(args)}
+    given = {"pairs": args.pairs, "pooling": args.pooling, "metrics": args.metrics,
+             "max_tokens": args.max_tokens, "seed": args.seed}
+    return {"texts": texts, "labels": labels, "preset": args.preset,
+            **{k: v for k, v in given.items() if v is not None}, **_capture_kwargs(args)}
 
 
 def _compare(args) -> int:
@@ -181,12 +201,7 @@ def _write(ds, args, figure: str) -> None:
     print(summarize(ds))
     print(f"wrote {args.out}")
     if args.plot is not None:
-        if figure == "realignment":
-            fig = plot.realignment(ds)
-        elif args.pairs == "all":
-            fig = plot.heatmap(ds, "cka").figure
-        else:
-            fig = plot.report(ds)
+        fig = plot.realignment(ds) if figure == "realignment" else plot.report(ds)
         fig.savefig(args.plot, dpi=120, bbox_inches="tight")
         print(f"wrote {args.plot}")
 
@@ -224,6 +239,20 @@ def _demo(args) -> int:
     fig.savefig(args.out / "report.png", dpi=120, bbox_inches="tight")
     print(summarize(ds))
     print(f"wrote {args.out / 'report.nc'} and {args.out / 'report.png'}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .experiments.paper import reproduce
+
+    names = [p[0] for p in PAPER_PAIRS]
+    unknown = sorted(set(args.pair or []) - set(names))
+    if unknown:
+        raise ValueError(f"--pair: unknown {unknown}; choose from {names}")
+    pairs = [p for p in PAPER_PAIRS if args.pair is None or p[0] in args.pair]
+    texts, labels = _read_texts(args)
+    print(reproduce(pairs, texts, args.out, labels=labels, **_capture_kwargs(args)))
+    print(f"wrote {args.out}/")
     return 0
 
 

@@ -96,3 +96,21 @@ def test_demo_writes_report(tmp_path, capsys):
             "probe_self", "probe_direct"} <= set(ds.data_vars)
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert "representation" in capsys.readouterr().out
+
+
+def test_cli_preset_paper_and_explicit_override(minilm_dir, tmp_path):
+    out = tmp_path / "p.nc"
+    code = cli.main(["compare", minilm_dir, minilm_dir, "--texts", "wordnet_nouns",
+                     "--limit", "40", "--preset", "paper", "--max-tokens", "400",
+                     "--out", str(out), "--plot", str(tmp_path / "p.png"), "--quiet"])
+    assert code == 0
+    ds = xr.open_dataset(out)
+    assert ds.attrs["preset"] == "paper" and ds.attrs["seed"] == 42
+    assert ds.attrs["max_tokens"] == 400 and ds.cka.dims == ("layer_a", "layer_b")
+    assert ds.procrustes_alignment.dims == () and "probe_direct" in ds
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_cli_reproduce_rejects_unknown_pairs(capsys):
+    code = cli.main(["reproduce", "--texts", "reuters", "--pair", "gpt-5", "--quiet"])
+    assert code == 2 and "unknown ['gpt-5']" in capsys.readouterr().err
