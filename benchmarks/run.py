@@ -1,6 +1,6 @@
 """Run every hrsa benchmark and write ``benchmarks/results.md``.
 
-    python benchmarks/run.py            # full sizes (about 15-20 min on 2 CPU cores)
+    python benchmarks/run.py            # full sizes (10-25 min on 2 CPU cores, by load)
     python benchmarks/run.py --quick    # small sizes, a smoke run (about 2 min)
     python benchmarks/run.py --cases cka_small,knn --out /tmp/results.md
 
@@ -126,7 +126,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(fn, reps: int = 1, repeat_below_s: float = 3.0):
+def measure(fn, reps: int = 1, repeat_below_s: float = 10.0):
     """Run ``fn``; when a run is shorter than ``repeat_below_s``, repeat up to ``reps`` times and
     keep the fastest. Returns (result, seconds, peak RSS growth MB, peak RSS MB)."""
     import gc
@@ -297,12 +297,21 @@ def capture_worker(p: dict) -> dict:
     return dict(times=times, n_texts=len(texts), n_tokens=n_tokens, peak_mb=_peak_mb())
 
 
+def _default_preset() -> dict:
+    """compare()'s default options: ``hrsa.presets`` where it exists, else the old constant."""
+    import importlib
+    try:
+        return importlib.import_module("hrsa.presets").PRESETS["default"]
+    except (ImportError, AttributeError, KeyError):
+        return {"metrics": list(importlib.import_module("hrsa.compare").DEFAULT_METRICS)}
+
+
 def compare_worker(p: dict) -> dict:
     import torch
 
-    from hrsa import compare as cmp
     from hrsa.capture import capture_views
     from hrsa.experiments.variants import perturbed_copy
+    from hrsa.metrics import get
     model, tok = minilm()
     model_b = perturbed_copy(model, scale=0.05, seed=0)
     texts, labels = probe_texts(p["n_texts"])
@@ -314,21 +323,25 @@ def compare_worker(p: dict) -> dict:
     acts_b = capture_views((model_b, tok), texts, (None, "mean"), max_tokens=max_tokens,
                            seed=seed, progress=False)
     out["capture_s"] = time.perf_counter() - t0
-    rows_a, rows_b = cmp._align_rows(acts_a[0], acts_b[0], max_tokens, seed)
-    out["n_rows"], out["n_layers"] = int(rows_a.sizes["token"]), int(rows_a.sizes["layer"])
+    (tok_a, pool_a), (tok_b, pool_b) = acts_a, acts_b
+    out["n_rows"], out["n_layers"] = int(tok_a.sizes["token"]), int(tok_a.sizes["layer"])
+    # the metric stage of compare(pairs="matched") done with the public metric API: each layer
+    # prepared once per metric, one score per matched pair (same architecture: layer i with i)
     parts = {}
-    for metric in cmp.resolve_metrics(None):
+    preset = _default_preset()
+    specs = [(e, {}) if isinstance(e, str) else (e[0], dict(e[1])) for e in preset["metrics"]]
+    probe = {k: v for k, v in preset.get("probe", {}).items()}
+    for name, params in specs + [("linear_probe_transfer", {**probe, "labels": labels, "seed": seed})]:
+        m = get(name, **params)
+        xa, xb = (tok_a, tok_b) if m.level != "function" else (pool_a, pool_b)
         t0 = time.perf_counter()
-        cmp._score([metric], rows_a, rows_b, "matched", False)
-        parts[metric.name + (" k=(5,10,50)" if metric.name == "knn_overlap" else "")] = \
-            time.perf_counter() - t0
-    probe = cmp.metrics_mod.get("linear_probe_transfer", labels=labels, seed=seed)
-    t0 = time.perf_counter()
-    cmp._probe(probe, acts_a[1], acts_b[1], "matched", False)
-    parts["linear_probe_transfer"] = time.perf_counter() - t0
+        for i in range(xa.sizes["layer"]):
+            m.score(m.prepare(torch.from_numpy(xa.values[i])), m.prepare(torch.from_numpy(xb.values[i])))
+        label = name + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+                        if params and name != "linear_probe_transfer" else "")
+        parts[label] = time.perf_counter() - t0
     out["metric_parts_s"] = parts
     out["metric_s"] = sum(parts.values())
-    out["torch_threads"] = torch.get_num_threads()
     out["peak_mb"] = _peak_mb()
     return out
 
@@ -475,15 +488,18 @@ def summarise(case, p, res, outdir, notes) -> list[dict]:
         t = {k: float(np.median(v)) for k, v in r["times"].items()}
         bare = t["bare forward"]
         for name in ("capture token level", "capture pooled (mean)"):
-            over = t[name] / bare - 1
+            # paired within each repetition (the runs of one repetition are adjacent in time,
+            # so they share the machine's load): median of the per-repetition ratios
+            over = float(np.median(np.array(r["times"][name]) / np.array(r["times"]["bare forward"]))) - 1
             out.append(dict(case=f"MiniLM-L6 {name} (all 7 layers), {r['n_texts']:,} texts / "
                                  f"{r['n_tokens']:,} tokens", hrsa=fmt_s(t[name]),
                             base="bare forward, same batches, no hooks", base_t=fmt_s(bare),
                             ratio=f"overhead {100 * over:+.1f}%", diff="",
                             mem=f"{r['peak_mb']:,.0f} MB (process peak, all runs)",
                             target="overhead <= 5%", met="yes" if over <= 0.05 else "no"))
-        notes.append("capture: median of " + f"{len(r['times']['bare forward'])} interleaved "
-                     "repetitions (order rotated) in one process after one warm-up each; all times: "
+        notes.append("capture: times are medians of " + f"{len(r['times']['bare forward'])} "
+                     "interleaved repetitions (order rotated) in one process after one warm-up "
+                     "each; the overhead is the median of the per-repetition ratios; all times: "
                      + "; ".join(f"{k}: " + ", ".join(f"{x:.2f}" for x in v) for k, v in r["times"].items()))
     elif case == "compare":
         r = res["breakdown"]
@@ -516,7 +532,7 @@ def write_results(path: Path, rows, notes, quick, cases, total) -> None:
         "on identical arrays. Peak memory = peak RSS growth over the inputs "
         "(`getrusage ru_maxrss` after resetting the peak via `/proc/self/clear_refs`, minus the RSS "
         "before the method), each method in its own subprocess, hrsa / baseline. Times: fastest "
-        "of up to 3 runs for runs under 3 s, else one run.",
+        "of up to 3 runs (2 for knn) for runs under 10 s, else one run.",
         "",
         "| case | hrsa | baseline | baseline time | ratio | max abs difference | peak memory (hrsa / baseline) | target | met |",
         "|---|---|---|---|---|---|---|---|---|",

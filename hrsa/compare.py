@@ -19,7 +19,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
-from . import presets
+from . import presets, uncertainty
 from .capture import capture_views, text_hash, validate_texts
 from .presets import UNSET
 
@@ -43,6 +43,10 @@ def compare(
     final_layer_only: Sequence[str] = UNSET,
     preset: str = "default",
     progress: bool = True,
+    bootstrap: int = 0,
+    ci: float = 0.95,
+    permutations: int = 0,
+    keep_replicates: bool = False,
     **capture_options: Any,
 ) -> xr.Dataset:
     """Compare two models (or two captured activations) layer by layer at the three levels.
@@ -73,15 +77,28 @@ def compare(
             docs/presets.md): fills every option not passed explicitly; an explicit
             argument always wins. The resolved options are recorded in the Dataset.
         progress: tqdm bars on capture and scoring.
+        bootstrap: B >= 2 text-level bootstrap replicates (0: none). Adds, per similarity
+            variable, ``{name}_ci_low``, ``{name}_ci_high`` (percentile interval) and
+            ``{name}_se``; the metric stage runs B more times (capture once). The probe
+            variables get no interval. See docs/uncertainty.md.
+        ci: coverage of the bootstrap interval, in (0, 1).
+        permutations: P >= 1 text-level permutations of b against a (0: none). Adds
+            ``{name}_p_value`` (``(1 + #null >= observed) / (1 + P)``) and
+            ``{name}_null_mean``.
+        keep_replicates: also keep ``{name}_boot`` (dim ``bootstrap`` first), which
+            :func:`hrsa.difference` needs.
         **capture_options: passed to :func:`hrsa.capture` (``layers``, ``batch_size``,
             ``attention``, ``device``, ``dtype``, ``exclude_first_token``, ...).
 
     Returns:
         ``xarray.Dataset``; see docs/design.md and docs/metrics.md for the variables.
     """
+    uncertainty.validate(bootstrap, ci, permutations, keep_replicates)
     opts = _resolve(preset, metrics=metrics, pairs=pairs, pooling=pooling,
                     max_tokens=max_tokens, seed=seed, probe=probe,
                     final_layer_only=final_layer_only, capture_options=capture_options)
+    opts["uncertainty"] = dict(bootstrap=bootstrap, ci=ci, permutations=permutations,
+                               keep_replicates=keep_replicates)
     if texts is not None:
         texts = validate_texts(texts)
     if labels is not None:  # fail before the (long) capture
@@ -128,6 +145,13 @@ def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, opts: dic
     rows_a, rows_b = _align_rows(acts_a[0], acts_b[0], opts["max_tokens"], opts["seed"])
     ds = _score(opts["metric_objs"], rows_a, rows_b, opts["pairs"], opts["final_layer_only"],
                 progress)
+    unc = opts.get("uncertainty") or {}
+    if unc.get("bootstrap") or unc.get("permutations"):
+        def rescore(xa: xr.DataArray, xb: xr.DataArray) -> xr.Dataset:
+            return _score(opts["metric_objs"], xa, xb, opts["pairs"], opts["final_layer_only"],
+                          False)
+        ds = uncertainty.add_to_comparison(ds, rows_a, rows_b, rescore, seed=opts["seed"],
+                                           progress=progress, **unc)
     if labels is not None:
         probe_metric = metrics_mod.get("linear_probe_transfer", labels=list(labels),
                                        **{"seed": opts["seed"], **opts["probe"]})
@@ -272,7 +296,16 @@ def _score(metric_objs, xa, xb, pairs, final_layer_only, progress) -> xr.Dataset
                           f"(a has {d_a}, b has {d_b}); it is left out", stacklevel=3)
             bar.update(len(index_pairs))
             continue
-        results = _score_metric(metric, xa, xb, index_pairs, bar)
+        if mode == "all" and _has_batched_scores(metric):
+            grid = metric.score_all(
+                [_prepare(metric, _layer(xa, i), f"a layer {int(xa.layer[i])}")
+                 for i in range(xa.sizes["layer"])],
+                [_prepare(metric, _layer(xb, j), f"b layer {int(xb.layer[j])}")
+                 for j in range(xb.sizes["layer"])])
+            results = [float(grid[i, j]) for i, j in index_pairs]
+            bar.update(len(index_pairs))
+        else:
+            results = _score_metric(metric, xa, xb, index_pairs, bar)
         new = _to_variables(metric, results, list(np.ndindex(*shape)), dims, coords, shape,
                             chance=_chance(metric, n=xa.sizes[xa.dims[1]], d=d_a))
         if mode == "final":
@@ -281,6 +314,12 @@ def _score(metric_objs, xa, xb, pairs, final_layer_only, progress) -> xr.Dataset
         variables.update(new)
     bar.close()
     return xr.Dataset(variables, coords=grids[pairs][2])
+
+
+def _has_batched_scores(metric) -> bool:
+    """Whether ``metric`` overrides ``score_all`` with a batched all-pairs path (one
+    stacked product instead of a loop over pairs); only for scalar scores."""
+    return not metric.dims and type(metric).score_all is not metrics_mod.Metric.score_all
 
 
 def _final_label(xa: xr.DataArray, xb: xr.DataArray) -> str:
@@ -447,6 +486,10 @@ def trajectory(
     final_layer_only: Sequence[str] = UNSET,
     preset: str = "default",
     progress: bool = True,
+    bootstrap: int = 0,
+    ci: float = 0.95,
+    permutations: int = 0,
+    keep_replicates: bool = False,
     **capture_options: Any,
 ) -> xr.Dataset:
     """The same comparison for each pair of checkpoints along training.
@@ -459,7 +502,8 @@ def trajectory(
             "revision": rev}`` dicts, loaded models, or captured activations.
         texts: the texts every checkpoint reads.
         steps: the training step of each checkpoint (coord ``step``); default 0, 1, ...
-        other arguments: as :func:`compare`.
+        other arguments: as :func:`compare` (``bootstrap``, ``ci``, ``permutations``,
+            ``keep_replicates``: per checkpoint, the same text resamples at every one).
 
     Returns:
         The comparisons concatenated along a new dim ``checkpoint`` with coords ``step``,
@@ -470,6 +514,9 @@ def trajectory(
     opts = _resolve(preset, metrics=metrics, pairs=pairs, pooling=pooling,
                     max_tokens=max_tokens, seed=seed, probe=probe,
                     final_layer_only=final_layer_only, capture_options=capture_options)
+    uncertainty.validate(bootstrap, ci, permutations, keep_replicates)
+    opts["uncertainty"] = dict(bootstrap=bootstrap, ci=ci, permutations=permutations,
+                               keep_replicates=keep_replicates)
     checkpoints_b = list(checkpoints_b)
     if not checkpoints_b:
         raise ValueError("checkpoints_b is empty: give at least one checkpoint")

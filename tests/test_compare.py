@@ -162,3 +162,13 @@ def test_tokenizers_that_disagree_point_to_mean_pooling(minilm, tmp_path):
     pooled = hrsa.compare(minilm, (model, cased), texts, pooling="mean", metrics=["cka"],
                           progress=False)
     assert pooled.sizes["layer"] == 7
+
+
+def test_different_hidden_sizes_leave_out_same_width_metrics(minilm_dir, tiny_qwen3_dir, task):
+    texts, labels = task
+    with pytest.warns(UserWarning, match="dimension_correlation needs the same feature"):
+        ds = hrsa.compare(minilm_dir, tiny_qwen3_dir, texts[:30], max_tokens=400,
+                          progress=False)
+    assert "dimension_correlation" not in ds and "procrustes_alignment" not in ds
+    assert {"cka", "knn_overlap"} <= set(ds.data_vars)
+    assert ds.sizes["layer"] == 4  # the 3-block model sets the grid

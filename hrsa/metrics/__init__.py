@@ -51,6 +51,9 @@ class Metric:
             argument is transformed (``"permutation"`` permutes features, i.e. columns).
         range: ``(low, high)`` of the similarity.
         dims: extra output dimension, e.g. ``{"k": (5, 10, 50)}``; ``{}`` for a scalar.
+        same_dim: True when ``X`` and ``Y`` must have the same width (``d1 == d2``);
+            ``compare`` then leaves the metric out, with a warning, for models of
+            different hidden sizes.
     """
 
     name: ClassVar[str] = ""
@@ -59,6 +62,7 @@ class Metric:
     invariances: frozenset[str] = frozenset()
     range: tuple[float, float] = (-math.inf, math.inf)
     dims: dict[str, tuple] = {}
+    same_dim: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         """Constructor parameters as netCDF-safe values (str, int, float, list of those)."""

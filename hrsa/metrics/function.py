@@ -63,6 +63,7 @@ class LinearProbeTransfer(Metric):
     name = "linear_probe_transfer"
     long_name = "cross-model linear-probe accuracy"
     level = "function"
+    same_dim = True
     range = (0.0, 1.0)
 
     def __init__(self, labels: Any, classifier: str = "logistic", C: float = 1.0,

@@ -130,9 +130,13 @@ def _gram_rows(p: _LinearPrep, r0: int, r1: int, out: torch.Tensor) -> None:
         torch.mm(p.Xc[r0:r1], p.Xc[r0:].T, out=out)
 
 
-def _cross_sq_all(lx: list[_LinearPrep], ly: list[_LinearPrep],
-                  block_mb: float = 256.0) -> torch.Tensor:
+def _cross_sq_all(lx: list[_LinearPrep], ly: list[_LinearPrep], block_mb: float = 256.0,
+                  selfs: list | None = None) -> torch.Tensor:
     """``C[i, j] = ||Xc_i^T Yc_j||_F^2 = <K_i, L_j>_F`` for every pair, float64 ``(Lx, Ly)``.
+
+    ``selfs``: a list of ``Lx + Ly`` slots; in the Gram form each is set to
+    ``||K_t||_F^2 = ||Xc_t^T Xc_t||_F^2`` from the Gram blocks at no extra product (left as
+    given in the feature form).
 
     Feature form: per ``i``, one product ``Xc_i^T [Yc_j ...]`` against the ``Y`` layers
     concatenated in chunks of at most ``block_mb`` MB. Gram form: the Gram matrices are formed
@@ -167,6 +171,7 @@ def _cross_sq_all(lx: list[_LinearPrep], ly: list[_LinearPrep],
         return C
     rows = max(1, min(n, budget // ((Lx + Ly) * n)))
     buf = torch.empty((Lx + Ly) * rows * n, dtype=torch.float64, device=device)
+    self_sq = torch.zeros(Lx + Ly, dtype=torch.float64, device=device)
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         b, m = r1 - r0, n - r0
@@ -175,20 +180,32 @@ def _cross_sq_all(lx: list[_LinearPrep], ly: list[_LinearPrep],
             _gram_rows(p, r0, r1, G[t])
         A, B = G[:Lx].reshape(Lx, b * m), G[Lx:].reshape(Ly, b * m)
         C += 2 * (A @ B.T)
-        diag_a = G[:Lx, :, :b].reshape(Lx, b * b)  # the diagonal block was counted twice
-        diag_b = G[Lx:, :, :b].reshape(Ly, b * b)
-        C -= diag_a @ diag_b.T
+        diag = G[:, :, :b].reshape(Lx + Ly, b * b)  # the diagonal block was counted twice
+        C -= diag[:Lx] @ diag[Lx:].T
+        if selfs is not None:
+            self_sq += 2 * torch.linalg.vector_norm(G.view(Lx + Ly, b * m), dim=1).square()
+            self_sq -= torch.linalg.vector_norm(diag, dim=1).square()
+    if selfs is not None:
+        selfs[:] = self_sq.tolist()
     return C
 
 
 @dataclass
 class _CKAPrep:
+    """``lin`` and the self term; for ``cka`` the self term ``||Xc^T Xc||_F^2`` is computed on
+    first use (``score``), or taken from the Gram blocks by ``score_all``."""
+
     lin: _LinearPrep
-    self_hsic: float
+    self_hsic: float | None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.lin.shape
+
+    def self_term(self) -> float:
+        if self.self_hsic is None:
+            self.self_hsic = float(_self_sq(self.lin))
+        return self.self_hsic
 
 
 class LinearCKA(Metric):
@@ -201,7 +218,9 @@ class LinearCKA(Metric):
 
     ``X: (n, d1)``, ``Y: (n, d2)``. Range [0, 1]. Invariant to orthogonal maps, isotropic
     scaling, translation, feature permutation. Constant input: ``ValueError``.
-    Cost: prepare O(n d min(n, d)), stores min(nd, n^2) float64; score O(n d1 d2) or O(n^2).
+    Cost: prepare O(n d min(n, d)), stores min(nd, n^2) float64; score O(n d1 d2) or O(n^2)
+    (the self term ``||Xc^T Xc||_F^2`` is computed on first use and cached in the prepared
+    object). All pairs: ``score_all``, feature or Gram form by ``all_pairs_form``.
     """
 
     name = "cka"
@@ -212,13 +231,12 @@ class LinearCKA(Metric):
     block_mb = 256.0  # working-buffer bound of score_all (an attribute, not a parameter)
 
     def prepare(self, X: Any, name: str = "X") -> _CKAPrep:
-        lin = _linear_prep(X, name)
-        return _CKAPrep(lin, float(_self_sq(lin)))
+        return _CKAPrep(_linear_prep(X, name), None)  # self term: on first use
 
     def score(self, prep_x: _CKAPrep, prep_y: _CKAPrep) -> float:
         check_pair(prep_x, prep_y)
         cross = _cross_sq(prep_x.lin, prep_y.lin.to(prep_x.lin.row_sq.device))
-        return float(cross) / math.sqrt(prep_x.self_hsic * prep_y.self_hsic)
+        return float(cross) / math.sqrt(prep_x.self_term() * prep_y.self_term())
 
     def score_all(self, preps_x: list[_CKAPrep], preps_y: list[_CKAPrep]) -> np.ndarray:
         """All pairs at once (see ``Metric.score_all``): the cross terms of every pair come from
@@ -228,10 +246,15 @@ class LinearCKA(Metric):
         if not preps_x or not preps_y:
             return np.empty((len(preps_x), len(preps_y)))
         _check_grid(preps_x, preps_y)
+        preps = list(preps_x) + list(preps_y)
+        selfs = [p.self_hsic for p in preps]
         cross = _cross_sq_all([p.lin for p in preps_x], [p.lin for p in preps_y],
-                              self.block_mb).cpu().numpy()
-        sx = np.array([p.self_hsic for p in preps_x])
-        sy = np.array([p.self_hsic for p in preps_y])
+                              self.block_mb, selfs).cpu().numpy()
+        for p, v in zip(preps, selfs):  # the Gram form gives the self terms for free
+            if p.self_hsic is None and v is not None:
+                p.self_hsic = v
+        sx = np.array([p.self_term() for p in preps_x])
+        sy = np.array([p.self_term() for p in preps_y])
         return cross / np.sqrt(sx[:, None] * sy[None, :])
 
 

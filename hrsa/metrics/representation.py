@@ -57,6 +57,7 @@ class DimensionCorrelation(Metric):
     name = "dimension_correlation"
     long_name = "dimension-wise correlation"
     level = "representation"
+    same_dim = True
     invariances = frozenset({"translation", "isotropic_scaling"})
     range = (-1.0, 1.0)
 
@@ -65,9 +66,10 @@ class DimensionCorrelation(Metric):
         Xc = centered(X)
         check_not_constant(Xc, X, name)
         norms = torch.linalg.vector_norm(Xc, dim=0)
-        scale = torch.linalg.vector_norm(X.to(torch.float64), dim=0)
+        scale = torch.linalg.vector_norm(X, dim=0, dtype=torch.float64)
         varying = norms > 1e-12 * scale.clamp_min(1e-300)
-        return _UnitColumns(torch.where(varying, Xc / norms.clamp_min(1e-300), 0.0), varying)
+        # in place; a constant column is divided by inf, i.e. set to (signed) zero
+        return _UnitColumns(Xc.div_(torch.where(varying, norms, torch.inf)), varying)
 
     def score(self, prep_x: _UnitColumns, prep_y: _UnitColumns) -> float:
         check_pair(prep_x, prep_y, same_d=True, why="dimension_correlation")
@@ -183,6 +185,7 @@ class ProcrustesAlignment(Metric):
     name = "procrustes_alignment"
     long_name = "Procrustes inverse row entropy"
     level = "representation"
+    same_dim = True
     invariances = frozenset({"translation", "isotropic_scaling"})
     range = (0.0, 1.0)
 
