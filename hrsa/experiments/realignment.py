@@ -359,7 +359,8 @@ def contrastive_train(
         save_steps: steps to save at, within ``[0, steps]``; default ``[0, steps]``.
 
     Returns:
-        The checkpoint folders, in order of ``save_steps``.
+        The checkpoint folders, in order of ``save_steps``. The loss of every step is
+        written to ``out_dir/losses.json`` (a list, step 1 first).
     """
     _check_counts(steps=steps, batch_size=batch_size, max_length=max_length)
     _check_positive(lr=lr, temperature=temperature)
@@ -373,6 +374,7 @@ def contrastive_train(
     out_dir = Path(out_dir)
     clone = copy.deepcopy(model)
     paths: list[Path] = []
+    losses: list[float] = []
 
     def save(step: int) -> None:
         path = out_dir / f"step-{step:05d}"
@@ -396,10 +398,13 @@ def contrastive_train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            losses.append(loss.item())
             if step in save_steps:
                 clone.eval()
                 save(step)
                 clone.train()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "losses.json").write_text(json.dumps(losses))
     return paths
 
 
