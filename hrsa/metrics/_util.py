@@ -64,6 +64,16 @@ def centered(X: torch.Tensor) -> torch.Tensor:
     return X64 - X64.mean(dim=0, keepdim=True)
 
 
+def centred_input(X: Any, name: str, min_rows: int = 2) -> torch.Tensor:
+    """``X`` validated (:func:`as_matrix`), column-centred in float64 (:func:`centered`) and
+    checked not constant (:func:`check_not_constant`): the common first step of
+    ``prepare``."""
+    X = as_matrix(X, name, min_rows)
+    Xc = centered(X)
+    check_not_constant(Xc, X, name)
+    return Xc
+
+
 def check_not_constant(Xc: torch.Tensor, X: torch.Tensor, name: str) -> None:
     """Raise if the centred ``Xc`` is zero up to rounding, i.e. every row of ``X`` is the same."""
     scale = float(torch.linalg.vector_norm(X.to(torch.float64)))

@@ -19,7 +19,7 @@ from sklearn.model_selection import KFold, train_test_split
 from sklearn.preprocessing import StandardScaler, normalize as l2_normalize
 
 from . import Metric
-from ._util import as_matrix, centered, check_not_constant, check_pair, warn
+from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, warn
 
 __all__ = ["LinearProbeTransfer", "LinearPredictivity", "METRICS"]
 
@@ -195,12 +195,10 @@ class LinearPredictivity(Metric):
                 "weighting": self.weighting}
 
     def prepare(self, X: Any, name: str = "X") -> _RidgePrep:
-        X = as_matrix(X, name, min_rows=self.n_splits)
-        Xc = centered(X)
-        check_not_constant(Xc, X, name)
+        Xc = centred_input(X, name, min_rows=self.n_splits)
         folds = []
         kf = KFold(self.n_splits, shuffle=True, random_state=self.seed)
-        for tr, te in kf.split(np.zeros(X.shape[0])):
+        for tr, te in kf.split(np.zeros(Xc.shape[0])):
             tr_t, te_t = torch.as_tensor(tr, device=Xc.device), torch.as_tensor(te, device=Xc.device)
             mu = Xc[tr_t].mean(dim=0)
             U, s, Vh = torch.linalg.svd(Xc[tr_t] - mu, full_matrices=False)

@@ -32,7 +32,7 @@ from scipy.stats import hypergeom, rankdata
 from sklearn.neighbors import kneighbors_graph
 
 from . import Metric
-from ._util import as_matrix, centered, check_not_constant, check_pair, subsample_indices, warn
+from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, subsample_indices, warn
 
 __all__ = ["LinearCKA", "DebiasedCKA", "RBFCKA", "KNNOverlap", "RSA", "Procrustes", "Geodesic",
            "METRICS"]
@@ -64,9 +64,7 @@ class _LinearPrep:
 
 
 def _linear_prep(X: Any, name: str, min_rows: int = 2) -> _LinearPrep:
-    X = as_matrix(X, name, min_rows)
-    Xc = centered(X)
-    check_not_constant(Xc, X, name)
+    Xc = centred_input(X, name, min_rows)
     n, d = Xc.shape
     row_sq = Xc.square().sum(dim=1)
     if n < d:
@@ -371,9 +369,7 @@ class RBFCKA(Metric):
         return {"sigma": self.sigma}
 
     def prepare(self, X: Any, name: str = "X") -> _KernelPrep:
-        X = as_matrix(X, name)
-        Xc = centered(X)
-        check_not_constant(Xc, X, name)
+        Xc = centred_input(X, name)
         G = Xc @ Xc.T
         sq = G.diagonal().clone()
         D2 = (sq[:, None] + sq[None, :] - 2 * G).clamp_min_(0).fill_diagonal_(0)
@@ -679,14 +675,12 @@ class Procrustes(Metric):
         return {"output": self.output}
 
     def prepare(self, X: Any, name: str = "X") -> _ProcrustesPrep:
-        X = as_matrix(X, name)
-        Xc = centered(X)
-        check_not_constant(Xc, X, name)
+        Xc = centred_input(X, name)
         Xc /= torch.linalg.matrix_norm(Xc)
         if Xc.shape[0] < Xc.shape[1]:
             U, S, _ = torch.linalg.svd(Xc, full_matrices=False)
             Xc = U * S
-        return _ProcrustesPrep(Xc, tuple(X.shape))
+        return _ProcrustesPrep(Xc, tuple(Xc.shape))
 
     def score(self, prep_x: _ProcrustesPrep, prep_y: _ProcrustesPrep) -> float:
         check_pair(prep_x, prep_y)

@@ -23,7 +23,7 @@ import torch
 from scipy.special import digamma
 
 from . import Metric
-from ._util import as_matrix, centered, check_not_constant, check_pair, warn
+from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, warn
 
 __all__ = ["DimensionCorrelation", "ProcrustesAlignment", "METRICS"]
 
@@ -201,9 +201,7 @@ class ProcrustesAlignment(Metric):
         return {"rank_deficient": self.rank_deficient}
 
     def prepare(self, X: Any, name: str = "X") -> _Centred:
-        X = as_matrix(X, name)
-        Xc = centered(X)
-        check_not_constant(Xc, X, name)
+        Xc = centred_input(X, name)
         return _Centred(Xc)
 
     def score(self, prep_x: _Centred, prep_y: _Centred) -> float:
