@@ -23,7 +23,9 @@ _PROFILE_LEVELS = ("representation", "geometry")
 
 def profile(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
             axes: Sequence[Axes] | None = None) -> Figure:
-    """Layer profiles, one panel per level: each similarity against relative depth.
+    """Layer profiles, one panel per level: each similarity against relative depth, with
+    its bootstrap interval as a shaded band where ``{name}_ci_low`` / ``_ci_high`` exist
+    (``compare(..., bootstrap=B)``).
 
     Args:
         ds: a comparison with dim ``layer`` (``pairs="matched"``).
@@ -41,9 +43,11 @@ def profile(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
     x = ds["depth"] if "depth" in ds.coords else ds["layer"]
     for ax, level in zip(axes, levels):
         for name in by_level[level]:
+            band = _interval(ds, name, lambda v: v)
             for label, line, chance in _lines(ds[name], name):
                 if "layer" in line.dims:
                     drawn = ax.plot(x.values, line.values, marker="o", ms=3, label=label)
+                    _band(ax, x.values, band, line, drawn[0].get_color())
                 else:  # computed on the final layer only
                     drawn = ax.plot([x.values.max()], [float(line)], marker="*", ms=10,
                                     linestyle="none", label=f"{label} (final layer)")
@@ -56,11 +60,13 @@ def profile(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
 
 
 def heatmap(ds: xr.Dataset, variable: str = "cka", *, ax: Axes | None = None,
-            **select) -> Axes:
+            mask_ci_crossing: float | None = None, **select) -> Axes:
     """Layer-pair heatmap of one variable (dims ``layer_a`` x ``layer_b``), as in the
     method's figures: rows are model a's layers, columns model b's.
 
     ``select`` picks one value of any extra dim, e.g. ``heatmap(ds, "knn_overlap", k=10)``.
+    ``mask_ci_crossing=t`` blanks the cells whose bootstrap interval
+    (``{variable}_ci_low``, ``_ci_high``) contains ``t``.
     """
     if variable not in ds:
         raise ValueError(f"variable {variable!r} not in the Dataset; it has {list(ds)}")
@@ -68,6 +74,12 @@ def heatmap(ds: xr.Dataset, variable: str = "cka", *, ax: Axes | None = None,
     if set(da.dims) != {"layer_a", "layer_b"}:
         raise ValueError(f"heatmap needs dims (layer_a, layer_b) (pairs='all'); {variable} "
                          f"has {da.dims}; select extra dims with keywords, e.g. k=10")
+    if mask_ci_crossing is not None:
+        bounds = [f"{variable}_ci_low", f"{variable}_ci_high"]
+        if not all(b in ds for b in bounds):
+            raise ValueError(f"mask_ci_crossing needs {bounds}: run compare(..., bootstrap=B)")
+        low, high = (ds[b].sel(select) if select else ds[b] for b in bounds)
+        da = da.where(~((low <= mask_ci_crossing) & (high >= mask_ci_crossing)))
     ax = ax or plt.figure(figsize=(5, 4.2)).add_subplot()
     lo, hi = da.attrs.get("range", [None, None])
     da.transpose("layer_a", "layer_b").plot.imshow(
@@ -109,6 +121,11 @@ def realignment(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
         variables: which to draw; default all similarity variables (probe: direct test
             accuracy).
         layer: a position along ``layer`` instead of the mean over layers.
+
+    Bootstrap intervals (``trajectory(..., bootstrap=B)``) are drawn as shaded bands: at one
+    ``layer`` from ``{name}_ci_low`` / ``_ci_high``; for the mean over layers only when the
+    replicates were kept (``keep_replicates=True``: the interval of the replicates' layer
+    means; averaging the bounds would not be an interval of the mean).
     """
     if "checkpoint" not in ds.dims or "layer" not in ds.dims:
         raise ValueError("realignment needs a trajectory (dims checkpoint, layer)")
@@ -119,11 +136,17 @@ def realignment(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
     where = "mean over layers" if layer is None else f"layer position {layer}"
     for ax, level in zip(axes, levels):
         for name in by_level[level]:
-            da = ds[name].sel(split="test") if "split" in ds[name].dims else ds[name]
-            if "layer" in da.dims:
-                da = da.mean("layer") if layer is None else da.isel(layer=layer)
+            def reduce(v: xr.DataArray) -> xr.DataArray:
+                v = v.sel(split="test") if "split" in v.dims else v
+                if "layer" in v.dims:
+                    v = v.mean("layer") if layer is None else v.isel(layer=layer)
+                return v
+            da = reduce(ds[name])
+            band = _interval(ds, name, reduce, averaged=layer is None
+                             and "layer" in ds[name].dims)
             for label, line, chance in _lines(da, name):
                 drawn = ax.plot(step.values, line.values, marker="o", ms=3, label=label)
+                _band(ax, step.values, band, line, drawn[0].get_color())
                 _chance_line(ax, chance, drawn[0].get_color())
         ax.set(title=f"{level} level ({where})", xlabel=step.attrs.get("long_name", "step"),
                ylabel="similarity")
@@ -181,6 +204,34 @@ def _lines(da: xr.DataArray, name: str):
     for i, value in enumerate(da[extra[0]].values):
         floor = None if chance is None else float(np.ravel(chance)[i])
         yield f"{name} {extra[0]}={value}", da.sel({extra[0]: value}), floor
+
+
+def _interval(ds: xr.Dataset, name: str, reduce, averaged: bool = False):
+    """``(low, high)`` of ``reduce(ds[name])`` from the bootstrap companions, or None.
+    ``averaged``: ``reduce`` averages over layers, so the interval comes from the kept
+    replicates (None without them)."""
+    if averaged:
+        if f"{name}_boot" not in ds:
+            return None
+        reps = reduce(ds[f"{name}_boot"])
+        ci = float(ds.attrs.get("ci", 0.95))
+        q = reps.quantile([(1 - ci) / 2, (1 + ci) / 2], dim="bootstrap")
+        return q.isel(quantile=0, drop=True), q.isel(quantile=1, drop=True)
+    if f"{name}_ci_low" not in ds or f"{name}_ci_high" not in ds:
+        return None
+    return reduce(ds[f"{name}_ci_low"]), reduce(ds[f"{name}_ci_high"])
+
+
+def _band(ax: Axes, x, band, line: xr.DataArray, color: str) -> None:
+    """Shade ``band`` (low, high) at the same extra-dim value (k) as ``line``."""
+    if band is None:
+        return
+    low, high = band
+    pick = {d: line[d].item() for d in low.dims if d not in line.dims and d in line.coords}
+    low, high = (v.sel(pick) if pick else v for v in (low, high))
+    if low.shape != np.shape(x):
+        return
+    ax.fill_between(x, low.values, high.values, color=color, alpha=0.2, linewidth=0)
 
 
 def _chance_line(ax: Axes, chance: float | None, color: str) -> None:

@@ -1,0 +1,387 @@
+"""Uncertainty of comparison scores: a text-level bootstrap, a text-level permutation null
+and a paired bootstrap of the difference between two comparisons.
+
+The unit of resampling is the TEXT: the token rows of one text are not independent of each
+other, so a resample draws texts with replacement and keeps all the rows of every drawn text
+(duplicates kept, in draw order). For pooled comparisons (one row per text, dim ``sample``)
+the rows are the texts. Every replicate recomputes each metric from scratch
+(``prepare`` + ``score`` on the resampled rows): capture is done once, the metric stage B
+times.
+
+Permutation null: model b's texts are shuffled against model a's. Pooled: rows of b are
+permuted. Token level: texts have different numbers of rows, so text ``i`` of a is paired
+with text ``pi(i)`` of b and both keep their first ``min(n_i, n_pi(i))`` rows (in stored
+order: position order), position aligned. When every text has the same number of rows
+nothing is dropped and the test is exact; otherwise the null statistic is computed on fewer
+rows than the observed one, which (for metrics biased upward at small n, such as linear CKA)
+makes the p-value conservative, never anti-conservative. See docs/uncertainty.md.
+
+Public API: :func:`bootstrap_indices`, :func:`permutation_indices`,
+:func:`percentile_interval`, :func:`bootstrap_metric`, :func:`permutation_test`,
+:func:`difference`. :func:`hrsa.compare` uses them through ``bootstrap=``,
+``permutations=``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+__all__ = ["bootstrap_indices", "permutation_indices", "percentile_interval",
+           "bootstrap_metric", "permutation_test", "difference", "validate"]
+
+_BOOT_STREAM, _PERM_STREAM = 0xB007, 0x9E53  # seed streams, apart from the row subsample's
+
+
+def validate(bootstrap: int, ci: float, permutations: int,
+             keep_replicates: bool = False) -> None:
+    """ValueError naming the argument for a bad ``bootstrap`` (0 = off, else >= 2), ``ci``
+    (in (0, 1)) or ``permutations`` (0 = off, else >= 1)."""
+    for name, value, low in (("bootstrap", bootstrap, 2), ("permutations", permutations, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an int (0 = off), got {value!r}")
+        if value != 0 and value < low:
+            raise ValueError(f"{name} must be 0 (off) or at least {low}, got {value}")
+    if isinstance(ci, bool) or not isinstance(ci, (int, float, np.floating)) \
+            or not 0.0 < float(ci) < 1.0:
+        raise ValueError(f"ci must be a coverage level strictly between 0 and 1 (e.g. 0.95), "
+                         f"got {ci!r}")
+    if keep_replicates and not bootstrap:
+        raise ValueError("keep_replicates=True needs bootstrap >= 2")
+
+
+# ---------------------------------------------------------------- index generation
+
+def _rows_by_unit(units: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each unit (text), units in sorted order, rows in stored order."""
+    units = np.asarray(units)
+    _, inverse = np.unique(units, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse)
+    return np.split(order, np.cumsum(counts)[:-1])
+
+
+def bootstrap_indices(units: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Row indices of ``n_boot`` text-level bootstrap resamples.
+
+    ``units: (n_rows,)`` is the text of each row (coord ``text`` at token level, or
+    ``arange(n)`` for pooled rows). Each resample draws as many texts as there are, with
+    replacement, and concatenates the rows of the drawn texts (duplicates kept). The draws
+    depend only on ``seed`` and the number of texts, so two comparisons on the same rows
+    get the same resamples (what :func:`difference` relies on).
+    """
+    groups = _rows_by_unit(units)
+    rng = np.random.default_rng([int(seed), _BOOT_STREAM])
+    draws = rng.integers(0, len(groups), size=(n_boot, len(groups)))
+    return [np.concatenate([groups[u] for u in draw]) for draw in draws]
+
+
+def permutation_indices(units: np.ndarray, n_perm: int,
+                        seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(rows_a, rows_b)`` of ``n_perm`` text-level permutations: text ``i``'s rows in a
+    against text ``pi(i)``'s rows in b, both cut to the shorter of the two (position
+    aligned). With one row per text this is a plain permutation of b's rows."""
+    groups = _rows_by_unit(units)
+    rng = np.random.default_rng([int(seed), _PERM_STREAM])
+    out = []
+    for _ in range(n_perm):
+        perm = rng.permutation(len(groups))
+        keep = [min(len(groups[i]), len(groups[j])) for i, j in enumerate(perm)]
+        rows_a = np.concatenate([groups[i][:m] for i, m in enumerate(keep)])
+        rows_b = np.concatenate([groups[j][:m] for j, m in zip(perm, keep)])
+        out.append((rows_a, rows_b))
+    return out
+
+
+def units_hash(units: np.ndarray) -> str:
+    """A short hash of the row -> text layout, to check two comparisons share their rows."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(units, dtype=np.int64)).tobytes()
+                          ).hexdigest()[:16]
+
+
+def percentile_interval(replicates: np.ndarray, ci: float,
+                        axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)``: the ``(1 - ci) / 2`` and ``(1 + ci) / 2`` quantiles of the
+    replicates along ``axis`` (NaN replicates ignored)."""
+    alpha = (1.0 - ci) / 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
+        low, high = np.nanquantile(replicates, [alpha, 1.0 - alpha], axis=axis)
+    return low, high
+
+
+def _se(replicates: np.ndarray, axis: int = 0) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanstd(replicates, axis=axis, ddof=1)
+
+
+def p_value(null: np.ndarray, observed: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``(1 + #(null >= observed)) / (1 + P)``; a NaN null replicate counts as not >=."""
+    null = np.asarray(null)
+    observed = np.asarray(observed, dtype=float)
+    count = np.sum(null >= np.expand_dims(observed, axis), axis=axis)
+    return np.where(np.isnan(observed), np.nan, (1.0 + count) / (1.0 + null.shape[axis]))
+
+
+# ---------------------------------------------------------------- metric level
+
+def _call(metric: Any, X: np.ndarray, Y: np.ndarray) -> float:
+    if hasattr(metric, "prepare") and hasattr(metric, "score"):
+        value = metric.score(_prepare(metric, X, "X"), _prepare(metric, Y, "Y"))
+    else:
+        value = metric(X, Y)
+    if isinstance(value, dict):
+        value = value["similarity"]
+    return float(value)
+
+
+def _prepare(metric, X, label):
+    try:
+        inspect.signature(metric.prepare).bind(X, label)
+    except TypeError:
+        return metric.prepare(X)
+    return metric.prepare(X, label)
+
+
+def bootstrap_metric(metric: Any, X: Any, Y: Any, *, units: np.ndarray | None = None,
+                     n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Text-level bootstrap of one scalar metric on two arrays.
+
+    Args:
+        metric: a :class:`hrsa.metrics.Metric`, a registered name, or ``f(X, Y) -> float``
+            (a dict result contributes its ``"similarity"``).
+        X: ``(n, d1)``; Y: ``(n, d2)``, the same rows.
+        units: ``(n,)`` text of each row; default every row its own unit.
+        n_boot, ci, seed: replicates, coverage, seed.
+
+    Returns:
+        dict with ``estimate``, ``ci_low``, ``ci_high``, ``se`` (floats) and
+        ``replicates`` (``(n_boot,)``).
+    """
+    validate(n_boot, ci, 0)
+    if n_boot == 0:
+        raise ValueError("n_boot must be at least 2")
+    metric = _metric(metric)
+    X, Y = np.asarray(X), np.asarray(Y)
+    units = np.arange(len(X)) if units is None else np.asarray(units)
+    if not len(X) == len(Y) == len(units):
+        raise ValueError(f"X, Y and units must have the same rows, got {len(X)}, {len(Y)}, "
+                         f"{len(units)}")
+    reps = np.array([_call(metric, X[i], Y[i]) for i in bootstrap_indices(units, n_boot, seed)])
+    low, high = percentile_interval(reps, ci)
+    return {"estimate": _call(metric, X, Y), "ci_low": float(low), "ci_high": float(high),
+            "se": float(_se(reps)), "replicates": reps}
+
+
+def permutation_test(metric: Any, X: Any, Y: Any, *, units: np.ndarray | None = None,
+                     n_perm: int = 999, seed: int = 0) -> dict[str, Any]:
+    """Text-level permutation null of one scalar metric (see the module docstring).
+
+    Returns:
+        dict with ``estimate``, ``p_value`` (``(1 + #null >= estimate) / (1 + n_perm)``),
+        ``null_mean`` and ``null`` (``(n_perm,)``).
+    """
+    validate(0, 0.5, n_perm)
+    if n_perm == 0:
+        raise ValueError("n_perm must be at least 1")
+    metric = _metric(metric)
+    X, Y = np.asarray(X), np.asarray(Y)
+    units = np.arange(len(X)) if units is None else np.asarray(units)
+    observed = _call(metric, X, Y)
+    null = np.array([_call(metric, X[ra], Y[rb])
+                     for ra, rb in permutation_indices(units, n_perm, seed)])
+    return {"estimate": observed, "p_value": float(p_value(null, np.asarray(observed))),
+            "null_mean": float(np.nanmean(null)), "null": null}
+
+
+def _metric(metric):
+    if isinstance(metric, str):
+        from . import metrics
+        return metrics.get(metric)
+    return metric
+
+
+# ---------------------------------------------------------------- compare() hook
+
+def row_units(da: xr.DataArray) -> np.ndarray:
+    """The text of each row: coord ``text`` at token level, the row itself when pooled."""
+    row_dim = da.dims[1]
+    if row_dim == "sample":
+        return np.arange(da.sizes["sample"])
+    if "text" not in da.coords:
+        raise ValueError("token-level activations need a 'text' coord (the source text of "
+                         "each row, as hrsa.capture writes it) to resample or permute texts")
+    return np.asarray(da["text"].values)
+
+
+def _similarity_names(ds: xr.Dataset) -> list[str]:
+    return [n for n, v in ds.data_vars.items() if "diagnostic" not in v.attrs]
+
+
+class _WarningTally:
+    """Collects warnings raised inside replicates; re-issues each message once, counted."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.counts = what, {}
+
+    def run(self, fn: Callable, *args):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = fn(*args)
+        for w in caught:
+            key = (w.category, str(w.message))
+            self.counts[key] = self.counts.get(key, 0) + 1
+        return out
+
+    def flush(self, total: int) -> None:
+        for (category, message), count in self.counts.items():
+            warnings.warn(f"{message} (raised {count} time(s) over {total} {self.what})",
+                          category, stacklevel=4)
+
+
+def add_to_comparison(ds: xr.Dataset, rows_a: xr.DataArray, rows_b: xr.DataArray,
+                      score: Callable[[xr.DataArray, xr.DataArray], xr.Dataset], *,
+                      bootstrap: int, ci: float, permutations: int, keep_replicates: bool,
+                      seed: int, progress: bool) -> xr.Dataset:
+    """``ds`` (scores of ``rows_a`` vs ``rows_b``) with bootstrap intervals and permutation
+    p-values for every similarity variable; ``score(xa, xb)`` recomputes the scores."""
+    row_dim = rows_a.dims[1]
+    units = row_units(rows_a)
+    names = _similarity_names(ds)
+    ds = ds.copy()
+    ds.attrs.update({"bootstrap": int(bootstrap), "permutations": int(permutations),
+                     "uncertainty_seed": int(seed), "resampling_unit": "text",
+                     "n_units": int(len(np.unique(units))), "units_hash": units_hash(units)})
+    if bootstrap:
+        ds.attrs["ci"] = float(ci)
+        tally = _WarningTally("bootstrap replicates")
+        reps = {n: [] for n in names}
+        for idx in tqdm(bootstrap_indices(units, bootstrap, seed), desc="bootstrap",
+                        disable=not progress, unit="rep"):
+            rep = tally.run(score, rows_a.isel({row_dim: idx}), rows_b.isel({row_dim: idx}))
+            for n in names:
+                reps[n].append(rep[n].values)
+        tally.flush(bootstrap)
+        for n in names:
+            stack = np.stack(reps[n])
+            low, high = percentile_interval(stack, ci)
+            pct = f"{100 * ci:g}%"
+            for suffix, values, what in (("ci_low", low, f"{pct} CI low"),
+                                         ("ci_high", high, f"{pct} CI high"),
+                                         ("se", _se(stack), "bootstrap SE")):
+                ds[f"{n}_{suffix}"] = _companion(ds[n], values, suffix, what,
+                                                 bootstrap=int(bootstrap), ci=float(ci))
+            if keep_replicates:
+                ds[f"{n}_boot"] = _companion(ds[n], stack, "bootstrap_replicate",
+                                             "bootstrap replicate", dims_first=("bootstrap",),
+                                             bootstrap=int(bootstrap), ci=float(ci))
+    if permutations:
+        tally = _WarningTally("permutations")
+        nulls = {n: [] for n in names}
+        for ra, rb in tqdm(permutation_indices(units, permutations, seed), desc="permutations",
+                           disable=not progress, unit="perm"):
+            # b's rows relabelled to a's so that the coords line up
+            xb = rows_b.isel({row_dim: rb}).drop_vars(
+                [c for c in ("text", "position", "token_id", row_dim) if c in rows_b.coords])
+            rep = tally.run(score, rows_a.isel({row_dim: ra}), xb)
+            for n in names:
+                nulls[n].append(rep[n].values)
+        tally.flush(permutations)
+        for n in names:
+            null = np.stack(nulls[n])
+            ds[f"{n}_p_value"] = _companion(ds[n], p_value(null, ds[n].values), "p_value",
+                                            "permutation p-value", permutations=int(permutations),
+                                            range=[0.0, 1.0])
+            ds[f"{n}_null_mean"] = _companion(ds[n], np.nanmean(null, axis=0), "null_mean",
+                                              "permutation null mean",
+                                              permutations=int(permutations))
+    return ds
+
+
+def _companion(var: xr.DataArray, values: np.ndarray, diagnostic: str, what: str, *,
+               dims_first: tuple = (), **extra) -> xr.DataArray:
+    attrs = {k: v for k, v in var.attrs.items() if k != "chance"}
+    attrs.update({"long_name": f"{var.attrs.get('long_name', var.name)} ({what})",
+                  "diagnostic": diagnostic, **extra})
+    return xr.DataArray(values, dims=dims_first + var.dims, coords=var.coords, attrs=attrs)
+
+
+# ---------------------------------------------------------------- paired difference
+
+_MUST_MATCH = ("text_hash", "n_texts", "n_rows", "row_dim", "bootstrap", "uncertainty_seed",
+               "units_hash")
+
+
+def difference(ds1: xr.Dataset, ds2: xr.Dataset, *, ci: float | None = None,
+               variables: list[str] | None = None) -> xr.Dataset:
+    """Paired bootstrap of ``ds1 - ds2`` for two comparisons on the same texts and rows.
+
+    Both must come from ``compare(..., bootstrap=B, keep_replicates=True)`` with the same
+    texts (text hash), the same rows (same ``seed``, ``max_tokens``, tokenizer) and the same
+    ``B``: their replicates then used the same text resamples, so replicate ``r`` of the
+    difference is ``ds1[name]_boot[r] - ds2[name]_boot[r]`` (e.g. base vs RLVR minus base vs
+    SFT). Differencing on common resamples cancels the text-sampling noise the two share.
+
+    Args:
+        ds1, ds2: the two comparisons (same dims and layer coords).
+        ci: coverage; default ``ds1``'s.
+        variables: default every similarity with replicates in both.
+
+    Returns:
+        Dataset with, for each variable, ``{name}_diff`` (``ds1 - ds2`` at full data),
+        ``{name}_diff_ci_low``, ``{name}_diff_ci_high`` (percentile interval of the
+        replicate differences) and ``{name}_diff_se``.
+    """
+    for name, ds in (("ds1", ds1), ("ds2", ds2)):
+        if not ds.attrs.get("bootstrap") or not any(n.endswith("_boot") for n in ds):
+            raise ValueError(f"{name} holds no bootstrap replicates: compute it with "
+                             "compare(..., bootstrap=B, keep_replicates=True)")
+    for key in _MUST_MATCH:
+        v1, v2 = ds1.attrs.get(key), ds2.attrs.get(key)
+        if v1 != v2:
+            raise ValueError(f"ds1 and ds2 differ in {key!r} ({v1!r} vs {v2!r}): a paired "
+                             "difference needs comparisons of the same texts and rows with "
+                             "the same bootstrap resamples (same texts, seed, max_tokens, "
+                             "bootstrap)")
+    ci = float(ds1.attrs.get("ci", 0.95)) if ci is None else ci
+    validate(2, ci, 0)
+    both = [n for n in _similarity_names(ds1) if f"{n}_boot" in ds1 and f"{n}_boot" in ds2]
+    names = both if variables is None else list(variables)
+    missing = [n for n in names if n not in both]
+    if missing:
+        raise ValueError(f"variables {missing} have no replicates in both ds1 and ds2 "
+                         f"(available: {both})")
+    out = {}
+    for n in names:
+        a, b = ds1[n], ds2[n]
+        if a.dims != b.dims or a.shape != b.shape:
+            raise ValueError(f"ds2[{n!r}] has dims {dict(b.sizes)}, ds1 has {dict(a.sizes)}")
+        reps = ds1[f"{n}_boot"].values - ds2[f"{n}_boot"].values
+        low, high = percentile_interval(reps, ci)
+        base = {k: v for k, v in a.attrs.items() if k not in ("chance", "range")}
+        label = a.attrs.get("long_name", n)
+        out[f"{n}_diff"] = xr.DataArray(a.values - b.values, dims=a.dims, coords=a.coords,
+                                        attrs={**base, "long_name": f"{label} (ds1 - ds2)"})
+        pct = f"{100 * ci:g}%"
+        for suffix, values, what in (("ci_low", low, f"{pct} CI low"),
+                                     ("ci_high", high, f"{pct} CI high"),
+                                     ("se", _se(reps), "bootstrap SE")):
+            out[f"{n}_diff_{suffix}"] = xr.DataArray(
+                values, dims=a.dims, coords=a.coords,
+                attrs={**base, "long_name": f"{label} (ds1 - ds2, {what})",
+                       "diagnostic": suffix})
+    attrs = {k: ds1.attrs[k] for k in _MUST_MATCH if k in ds1.attrs}
+    attrs.update({"ci": ci, "model_a": ds1.attrs.get("model_a", ""),
+                  "comparison_1": f"{ds1.attrs.get('model_a', 'a')} vs "
+                                  f"{ds1.attrs.get('model_b', 'b')}",
+                  "comparison_2": f"{ds2.attrs.get('model_a', 'a')} vs "
+                                  f"{ds2.attrs.get('model_b', 'b')}"})
+    return xr.Dataset(out, attrs=attrs)
