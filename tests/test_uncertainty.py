@@ -243,3 +243,13 @@ def test_paired_difference_separates_random_init_from_a_light_perturbation(minil
     with pytest.raises(ValueError, match="text_hash"):
         hrsa.difference(vs_light, hrsa.compare(acts[0], acts[1], texts[:39] + ["other"],
                                                **opts))
+
+
+def test_permutation_p_value_is_minimal_for_a_real_model_against_itself(minilm_variants):
+    base, light, _ = minilm_variants
+    texts, _ = hrsa.probes.load("reuters", limit=40)
+    ds = hrsa.compare(base, light, texts, pooling="mean", metrics=["cka", "knn_overlap"],
+                      permutations=19, progress=False)
+    np.testing.assert_allclose(ds.cka_p_value, 1 / 20)  # no shuffled pairing reaches it
+    np.testing.assert_allclose(ds.knn_overlap_p_value, 1 / 20)
+    assert (ds.cka_null_mean < ds.cka).all()
