@@ -1,6 +1,7 @@
 """compare() and trajectory() end to end on real MiniLM weights and tiny models."""
 
 import importlib
+import warnings
 import numpy as np
 import pytest
 import torch
@@ -166,9 +167,13 @@ def test_tokenizers_that_disagree_point_to_mean_pooling(minilm, tmp_path):
 
 def test_different_hidden_sizes_leave_out_same_width_metrics(minilm_dir, tiny_qwen3_dir, task):
     texts, labels = task
-    with pytest.warns(UserWarning, match="dimension_correlation needs the same feature"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         ds = hrsa.compare(minilm_dir, tiny_qwen3_dir, texts[:30], max_tokens=400,
                           progress=False)
+    messages = " ".join(str(w.message) for w in caught)
+    for name in ("dimension_correlation", "procrustes_alignment"):
+        assert f"{name} needs the same feature dimension" in messages
     assert "dimension_correlation" not in ds and "procrustes_alignment" not in ds
     assert {"cka", "knn_overlap"} <= set(ds.data_vars)
     assert ds.sizes["layer"] == 4  # the 3-block model sets the grid
