@@ -22,6 +22,7 @@ from . import metrics as metrics_mod
 from . import presets, uncertainty
 from .capture import capture_views, text_hash, validate_texts
 from .presets import UNSET
+from .threads import limit_threads
 
 PAIRS = ("matched", "all")
 SPLITS = ("train", "dev", "test")
@@ -47,6 +48,7 @@ def compare(
     ci: float = 0.95,
     permutations: int = 0,
     keep_replicates: bool = False,
+    n_threads: int | None = None,
     **capture_options: Any,
 ) -> xr.Dataset:
     """Compare two models (or two captured activations) layer by layer at the three levels.
@@ -77,6 +79,8 @@ def compare(
             docs/presets.md): fills every option not passed explicitly; an explicit
             argument always wins. The resolved options are recorded in the Dataset.
         progress: tqdm bars on capture and scoring.
+        n_threads: cap torch's and every BLAS/OpenMP pool's threads for the duration of
+            the call (:func:`hrsa.threads.limit_threads`); None leaves them as they are.
         bootstrap: B >= 2 text-level bootstrap replicates (0: none). Adds, per similarity
             variable, ``{name}_ci_low``, ``{name}_ci_high`` (percentile interval) and
             ``{name}_se``; the metric stage runs B more times (capture once). The probe
@@ -104,14 +108,15 @@ def compare(
     if labels is not None:  # fail before the (long) capture
         labels = _validate_labels(labels, texts, None)
     views = _views(opts["pooling"], labels)
-    acts_a, acts_b = (
-        _activations(model, texts, views, which, max_tokens=opts["max_tokens"],
-                     seed=opts["seed"], instruction=instruction, progress=progress,
-                     **opts["capture_options"])
-        for which, model in (("a", a), ("b", b))
-    )
-    return _compare_activations(acts_a, acts_b, texts, labels=labels, opts=opts,
-                                instruction=instruction, progress=progress)
+    with limit_threads(n_threads):
+        acts_a, acts_b = (
+            _activations(model, texts, views, which, max_tokens=opts["max_tokens"],
+                         seed=opts["seed"], instruction=instruction, progress=progress,
+                         **opts["capture_options"])
+            for which, model in (("a", a), ("b", b))
+        )
+        return _compare_activations(acts_a, acts_b, texts, labels=labels, opts=opts,
+                                    instruction=instruction, progress=progress)
 
 
 def _resolve(preset: str, *, metrics, capture_options: dict, **given) -> dict:
@@ -490,6 +495,7 @@ def trajectory(
     ci: float = 0.95,
     permutations: int = 0,
     keep_replicates: bool = False,
+    n_threads: int | None = None,
     **capture_options: Any,
 ) -> xr.Dataset:
     """The same comparison for each pair of checkpoints along training.
@@ -549,13 +555,14 @@ def trajectory(
                                       instruction=instruction, progress=progress, **options)
         return cache[key]
 
-    results = [
-        _compare_activations(
-            captured(spec_a), captured(spec_b), texts, labels=labels, opts=opts,
-            instruction=instruction, progress=False)
-        for spec_a, spec_b in tqdm(list(zip(checkpoints_a, checkpoints_b)),
-                                   desc="checkpoints", disable=not progress, unit="ckpt")
-    ]
+    with limit_threads(n_threads):
+        results = [
+            _compare_activations(
+                captured(spec_a), captured(spec_b), texts, labels=labels, opts=opts,
+                instruction=instruction, progress=False)
+            for spec_a, spec_b in tqdm(list(zip(checkpoints_a, checkpoints_b)),
+                                       desc="checkpoints", disable=not progress, unit="ckpt")
+        ]
     ds = xr.concat(results, dim="checkpoint", combine_attrs="drop_conflicts")
     ds = ds.assign_coords(
         step=("checkpoint", steps),
