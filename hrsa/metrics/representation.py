@@ -206,7 +206,11 @@ class ProcrustesAlignment(Metric):
 
     def score(self, prep_x: _Centred, prep_y: _Centred) -> float:
         check_pair(prep_x, prep_y, same_d=True, why="procrustes_alignment")
-        M = prep_x.Xc.T @ prep_y.Xc.to(prep_x.Xc.device)
+        return self.from_cross_covariance(prep_x.Xc.T @ prep_y.Xc.to(prep_x.Xc.device))
+
+    def from_cross_covariance(self, M: torch.Tensor) -> float:
+        """H_inv from the centred cross-product ``M = Xc^T Yc: (D, D)`` (any positive
+        scale), so that streamed moments (:mod:`hrsa.streaming`) score the same way."""
         U, S, Vh = torch.linalg.svd(M)
         D = M.shape[0]
         r = int((S > S[0] * D * torch.finfo(S.dtype).eps).sum())
