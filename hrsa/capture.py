@@ -41,6 +41,9 @@ def capture(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
     exclude_special_tokens: bool = False,
     exclude_first_token: bool = False,
     max_tokens: int | None = None,
@@ -61,6 +64,9 @@ def capture(
         template: the query template; must contain ``{text}`` (and ``{instruction}``).
         attention: "auto" (native), "causal" or "bidirectional"; verified by a probe.
         device, dtype, revision: see :func:`hrsa.models.load`.
+        device_map, max_memory, offload_folder: big-model loading through accelerate
+            (``device_map="auto"`` or a dict with "cpu"/"disk"/GPU devices); see
+            :func:`hrsa.models.load`.
         exclude_special_tokens: token level: drop special tokens ([CLS], BOS, ...).
         exclude_first_token: token level: drop each text's first token (decoder LLMs put
             massive activations there that dominate norms and linear CKA).
@@ -78,6 +84,7 @@ def capture(
         model, texts, (pooling,), layers=layers, batch_size=batch_size,
         max_length=max_length, instruction=instruction, template=template,
         attention=attention, device=device, dtype=dtype, revision=revision,
+        device_map=device_map, max_memory=max_memory, offload_folder=offload_folder,
         exclude_special_tokens=exclude_special_tokens,
         exclude_first_token=exclude_first_token, max_tokens=max_tokens, seed=seed,
         progress=progress,
@@ -98,6 +105,9 @@ def capture_views(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
     exclude_special_tokens: bool = False,
     exclude_first_token: bool = False,
     max_tokens: int | None = None,
@@ -121,7 +131,9 @@ def capture_views(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     inputs = apply_template(texts, instruction, template)
-    encoder = load(model, device=device, dtype=dtype, revision=revision, attention=attention)
+    encoder = load(model, device=device, dtype=dtype, revision=revision, attention=attention,
+                   device_map=device_map, max_memory=max_memory,
+                   offload_folder=offload_folder)
     n_blocks = encoder.num_layers
     layers = _validate_layers(layers, n_blocks, encoder.name)
     max_length = max_length or encoder.max_length
@@ -147,11 +159,15 @@ def capture_views(
             rows_b, cols_b, token_dest = _token_index(encoder, keep, offsets, batch, mask)
 
         def store(slot: int, states: torch.Tensor) -> None:
+            # under a device map each block's states stay on that block's device
+            here = states.device
             for view, out in outs.items():
                 if view is None:
-                    out[slot].index_copy_(0, token_dest, states[rows_b, cols_b].float().cpu())
+                    rows = states[rows_b.to(here), cols_b.to(here)]
+                    out[slot].index_copy_(0, token_dest, rows.float().cpu())
                 else:
-                    out[slot].index_copy_(0, sample_dest, poolers[view](states, mask).cpu())
+                    pooled = poolers[view](states, mask.to(here))
+                    out[slot].index_copy_(0, sample_dest, pooled.cpu())
 
         _forward_layers(encoder, inputs_b, layers, n_blocks, store)
 

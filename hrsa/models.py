@@ -52,7 +52,10 @@ class Encoder:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embeddings' device (the CPU when they are offloaded
+        to disk under a device map; accelerate's hooks move them on)."""
+        device = self.model.get_input_embeddings().weight.device
+        return torch.device("cpu") if device.type == "meta" else device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -88,6 +91,9 @@ def load(
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     attention: str = "auto",
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> Encoder:
     """Resolve ``spec`` into an :class:`Encoder` with a verified attention mode.
 
@@ -100,6 +106,11 @@ def load(
             model is cast only when ``dtype`` is given.
         revision: hub revision (branch, tag or commit), for a hub id.
         attention: "auto" (the model's native mode), "causal" or "bidirectional".
+        device_map, max_memory, offload_folder: for a hub id or path, big-model loading
+            through accelerate: ``device_map="auto"`` or a dict ``{module name: device}``
+            (devices may include "cpu" and "disk"), passed to ``from_pretrained``. A dict
+            must place every module; blocks then run where they sit and each layer is
+            reduced on its block's device. Excludes ``device``.
 
     Raises:
         ValueError: unknown attention mode, a path that is not a model, or a model that
@@ -117,8 +128,14 @@ def load(
         if attention in ("auto", encoder.attention):
             return encoder
         return _verify_attention(encoder, attention)
+    big_model = {"device_map": device_map, "max_memory": max_memory,
+                 "offload_folder": offload_folder}
+    if device_map is None and (max_memory is not None or offload_folder is not None):
+        raise ValueError("max_memory and offload_folder need device_map")
+    if device_map is not None and (dev is not None or not isinstance(spec, (str, os.PathLike))):
+        raise ValueError("device_map applies when loading a hub id or path, without device=")
     if isinstance(spec, (str, os.PathLike)):
-        encoder = _from_pretrained(str(spec), dev, dt, revision)
+        encoder = _from_pretrained(str(spec), dev, dt, revision, big_model)
     elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], PreTrainedModel):
         model, tokenizer = spec
         _place(model, dev, dt)
@@ -145,7 +162,7 @@ def find_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
     )
 
 
-def _from_pretrained(path: str, device, dtype, revision) -> Encoder:
+def _from_pretrained(path: str, device, dtype, revision, big_model: dict) -> Encoder:
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     try:
@@ -155,11 +172,16 @@ def _from_pretrained(path: str, device, dtype, revision) -> Encoder:
         raise ValueError(
             f"model {path!r} is neither a local model folder nor a reachable hub id: {err}"
         ) from err
+    if isinstance(big_model["device_map"], dict):
+        _check_device_map(big_model["device_map"], config, path)
     model = AutoModel.from_pretrained(
         path, config=config, revision=revision, dtype=dtype,
         attn_implementation=attn_implementation(device, dtype),
+        **{k: v for k, v in big_model.items() if v is not None},
     )
-    model.to(device).eval()
+    if big_model["device_map"] is None:
+        model.to(device)
+    model.eval()
     return Encoder(model, tokenizer, name=path, revision=revision or "",
                    max_length=_context_limit(model, tokenizer))
 
@@ -176,6 +198,21 @@ def _from_sentence_transformer(st: Any, device, dtype) -> Encoder:
     name = getattr(name, "base_model", None) or _model_name(model)
     return Encoder(model.eval(), st.tokenizer, name=str(name),
                    max_length=int(st.max_seq_length), prefix=prefix)
+
+
+def _check_device_map(device_map: dict, config, path: str) -> None:
+    """Raise unless every parameter of the model falls under a key of ``device_map``
+    (transformers leaves unplaced modules on the CPU without a word)."""
+    with torch.device("meta"):
+        skeleton = AutoModel.from_config(config)
+    keys = list(device_map)
+    unplaced = sorted({name.rsplit(".", 1)[0] for name, _ in skeleton.named_parameters()
+                       if not any(k == "" or name == k or name.startswith(k + ".")
+                                  for k in keys)})
+    if unplaced:
+        shown = ", ".join(unplaced[:6]) + (" ..." if len(unplaced) > 6 else "")
+        raise ValueError(f"device_map for model {path!r} places no device for "
+                         f"{len(unplaced)} modules: {shown}")
 
 
 def _verify_attention(encoder: Encoder, wanted: str) -> Encoder:

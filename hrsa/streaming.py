@@ -134,7 +134,8 @@ def compare_streaming(
                          f"got {list(metrics)}")
     if chunk_texts < 1:
         raise ValueError(f"chunk_texts must be >= 1, got {chunk_texts}")
-    load_keys = ("device", "dtype", "revision", "attention")
+    load_keys = ("device", "dtype", "revision", "attention", "device_map", "max_memory",
+                 "offload_folder")
     load_opts = {k: capture_options.pop(k) for k in load_keys if k in capture_options}
     encoders = [load(model, **load_opts) for model in (a, b)]
     attention = {"attention": load_opts["attention"]} if "attention" in load_opts else {}
