@@ -320,9 +320,14 @@ def make_backbones(
 
 
 def checkpoint_dir(out_dir: str | Path, backbone: str, step: int) -> Path:
-    """Where :func:`contrastive_train` saves ``backbone``'s checkpoint at ``step``:
+    """Where :func:`run` keeps ``backbone``'s checkpoint at ``step``:
     ``out_dir/checkpoints/{backbone}/step-{step:05d}``."""
-    return Path(out_dir) / "checkpoints" / backbone / f"step-{int(step):05d}"
+    return _step_dir(Path(out_dir) / "checkpoints" / backbone, step)
+
+
+def _step_dir(run_dir: Path, step: int) -> Path:
+    """Where :func:`contrastive_train` saves the checkpoint at ``step`` of one run."""
+    return run_dir / f"step-{int(step):05d}"
 
 
 def contrastive_train(
@@ -377,7 +382,7 @@ def contrastive_train(
     losses: list[float] = []
 
     def save(step: int) -> None:
-        path = out_dir / f"step-{step:05d}"
+        path = _step_dir(out_dir, step)
         clone.save_pretrained(path)
         tokenizer.save_pretrained(path)
         paths.append(path)
