@@ -9,7 +9,7 @@ manifold's shape) and function (a linear readout)::
 
 __version__ = "0.1.0"
 
-from . import metrics, plot, probes, streaming, uncertainty  # noqa: E402
+from . import distributed, metrics, plot, probes, store, streaming, uncertainty  # noqa: E402
 from .capture import capture  # noqa: E402
 from .compare import compare, trajectory  # noqa: E402
 from .models import Encoder, load  # noqa: E402
@@ -17,4 +17,5 @@ from .report import summarize  # noqa: E402
 from .uncertainty import difference  # noqa: E402
 
 __all__ = ["__version__", "capture", "compare", "trajectory", "difference", "summarize",
-           "load", "Encoder", "metrics", "plot", "probes", "streaming", "uncertainty"]
+           "load", "Encoder", "distributed", "metrics", "plot", "probes", "store", "streaming",
+           "uncertainty"]

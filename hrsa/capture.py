@@ -11,8 +11,10 @@ Layer index = transformers' ``output_hidden_states`` index: 0 is the embedding o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +24,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import pooling as pooling_mod
+from . import store as store_mod
 from .models import Encoder, find_blocks, load
 
 DEFAULT_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
@@ -49,6 +52,9 @@ def capture(
     max_tokens: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    store: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    chunk_rows: int | None = None,
 ) -> xr.DataArray:
     """Hidden states of every layer of ``model`` on ``texts``.
 
@@ -73,12 +79,23 @@ def capture(
         max_tokens: token level: keep a uniform random subsample of this many rows.
         seed: seed of that subsample.
         progress: show a tqdm bar over batches.
+        store: a path (e.g. ``"acts.zarr"``): write the rows batch by batch into a new zarr
+            store there instead of memory (memory: one batch plus one chunk), and return it
+            opened lazily, dask-backed; see :mod:`hrsa.store`. Needs ``pip install
+            "hrsa[scale]"``. The path is checked before the model is loaded; a failed or
+            interrupted capture leaves nothing there.
+        overwrite: with ``store``: replace an existing zarr store at that path (an
+            existing path raises ``FileExistsError`` otherwise).
+        chunk_rows: with ``store``: rows per zarr chunk (each chunk one layer x
+            ``chunk_rows`` x all features); default about 16 MiB per chunk.
 
     Returns:
         Pooled: ``(layer, sample, feature)``. Token level: ``(layer, token, feature)`` with
         coords ``text`` (source text index), ``position`` and ``token_id`` along ``token``,
         rows in text order then position order. Coords ``layer`` and ``depth`` = layer / L.
-        float32 whatever the model dtype; attrs record the provenance (netCDF-safe).
+        float32 whatever the model dtype; attrs record the provenance (netCDF-safe). With
+        ``store``, the same DataArray (equal values, coords and attrs), its data a dask
+        array reading the store.
     """
     return capture_views(
         model, texts, (pooling,), layers=layers, batch_size=batch_size,
@@ -87,7 +104,7 @@ def capture(
         device_map=device_map, max_memory=max_memory, offload_folder=offload_folder,
         exclude_special_tokens=exclude_special_tokens,
         exclude_first_token=exclude_first_token, max_tokens=max_tokens, seed=seed,
-        progress=progress,
+        progress=progress, store_path=store, overwrite=overwrite, chunk_rows=chunk_rows,
     )[0]
 
 
@@ -113,12 +130,22 @@ def capture_views(
     max_tokens: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    store_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    chunk_rows: int | None = None,
 ) -> list[xr.DataArray]:
     """Several views of one forward pass: one DataArray per entry of ``views`` (each a
     pooling name, or None for token level), as :func:`capture` would return it.
 
     ``hrsa.compare`` uses this to take token rows and mean-pooled text vectors (for the
-    probe) from the same pass. Other arguments: see :func:`capture`.
+    probe) from the same pass. ``shard=(rank, world_size)`` runs only batches ``rank,
+    rank + world_size, ...`` of the length-sorted batches (rows, token subsample and
+    coords are those of all ``texts``); the rows of the other batches' texts stay zero,
+    so the ranks' arrays sum to the full capture (:mod:`hrsa.distributed`).
+    ``store_path``, ``overwrite``, ``chunk_rows``: :func:`capture`'s ``store=``,
+    ``overwrite=``, ``chunk_rows=`` (one view, no ``shard``). Other arguments: see
+    :func:`capture`.
     """
     texts = validate_texts(texts)
     poolers = {view: pooling_mod.get(view) for view in views if view is not None}
@@ -130,6 +157,13 @@ def capture_views(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if store_path is not None:  # before the (long) model load
+        if len(views) != 1 or shard is not None:
+            raise ValueError("store= writes one view of a whole capture (one pooling, no "
+                             f"shard); got views {list(views)} and shard {shard}")
+        store_path = store_mod.check_target(store_path, overwrite)
+    elif chunk_rows is not None:
+        raise ValueError("chunk_rows applies with store= only")
     inputs = apply_template(texts, instruction, template)
     encoder = load(model, device=device, dtype=dtype, revision=revision, attention=attention,
                    device_map=device_map, max_memory=max_memory,
@@ -145,38 +179,66 @@ def capture_views(
     keep = None if None not in views else _token_rows(
         tokens, exclude_special_tokens, exclude_first_token, max_tokens, seed, encoder.name)
     hidden_size = encoder.model.config.get_text_config().hidden_size
-    outs = {view: torch.empty(len(layers), len(texts) if view else sum(len(k) for k in keep),
-                              hidden_size, dtype=torch.float32) for view in views}
+    n_rows = {view: len(texts) if view else sum(len(k) for k in keep) for view in views}
+
+    def dataarray(data: Any, view: str | None) -> xr.DataArray:
+        return _to_dataarray(data, encoder, layers, n_blocks, tokens, keep, view, texts,
+                             max_length=max_length, template=template,
+                             instruction=instruction,
+                             exclude_special_tokens=exclude_special_tokens,
+                             exclude_first_token=exclude_first_token, max_tokens=max_tokens,
+                             seed=seed)
+
+    writer = None
+    if store_path is None:
+        # zeroed only for a shard (the other batches' rows must read 0); otherwise every row is
+        # written below, and a memset of the whole output would cost ~1-2% of the capture
+        alloc = torch.zeros if shard is not None else torch.empty
+        outs = {view: alloc(len(layers), n_rows[view], hidden_size, dtype=torch.float32)
+                for view in views}
+    else:  # a lazy template with the coords and attrs; rows go to disk batch by batch
+        shape = (len(layers), n_rows[views[0]], hidden_size)
+        writer = store_mod.StoreWriter(store_path, dataarray(store_mod.placeholder(shape),
+                                                             views[0]),
+                                       chunk_rows=chunk_rows, overwrite=overwrite)
 
     order = np.argsort([len(ids) for ids in tokens["input_ids"]], kind="stable")
     offsets = None if keep is None else np.concatenate([[0], np.cumsum([len(k) for k in keep])])
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc=f"capture {encoder.name}", disable=not progress,
-                      unit="batch"):
-        inputs_b, mask = _pad(encoder, tokens, batch)
-        sample_dest = torch.as_tensor(batch)
-        if keep is not None:
-            rows_b, cols_b, token_dest = _token_index(encoder, keep, offsets, batch, mask)
+    if shard is not None:
+        batches = batches[shard[0]::shard[1]]
+    with writer or contextlib.nullcontext():
+        for batch in tqdm(batches, desc=f"capture {encoder.name}", disable=not progress,
+                          unit="batch"):
+            inputs_b, mask = _pad(encoder, tokens, batch)
+            sample_dest = torch.as_tensor(batch)
+            if keep is not None:
+                flat_b, token_dest = _token_index(encoder, keep, offsets, batch, mask)
+            if writer is not None:  # gather this batch's rows in order; written below
+                dest = (sample_dest if keep is None else token_dest).cpu().numpy()
+                outs = {views[0]: torch.empty(len(layers), len(dest), hidden_size,
+                                              dtype=torch.float32)}
+                sample_dest = token_dest = torch.arange(len(dest))
 
-        def store(slot: int, states: torch.Tensor) -> None:
-            # under a device map each block's states stay on that block's device
-            here = states.device
-            for view, out in outs.items():
-                if view is None:
-                    rows = states[rows_b.to(here), cols_b.to(here)]
-                    out[slot].index_copy_(0, token_dest, rows.float().cpu())
-                else:
-                    pooled = poolers[view](states, mask.to(here))
-                    out[slot].index_copy_(0, sample_dest, pooled.cpu())
+            def store(slot: int, states: torch.Tensor) -> None:
+                # under a device map each block's states stay on that block's device
+                here = states.device
+                for view, out in outs.items():
+                    if view is None:
+                        rows = states.reshape(-1, states.shape[-1]).index_select(
+                            0, flat_b.to(here))
+                        out[slot].index_copy_(0, token_dest, rows.to("cpu", torch.float32))
+                    else:
+                        pooled = poolers[view](states, mask.to(here))
+                        out[slot].index_copy_(0, sample_dest, pooled.cpu())
 
-        _forward_layers(encoder, inputs_b, layers, n_blocks, store)
+            _forward_layers(encoder, inputs_b, layers, n_blocks, store)
+            if writer is not None:
+                writer.write(outs[views[0]].numpy(), dest)
 
-    return [_to_dataarray(outs[view], encoder, layers, n_blocks, tokens, keep, view, texts,
-                          max_length=max_length, template=template, instruction=instruction,
-                          exclude_special_tokens=exclude_special_tokens,
-                          exclude_first_token=exclude_first_token, max_tokens=max_tokens,
-                          seed=seed)
-            for view in views]
+    if writer is not None:
+        return [store_mod.open_activations(store_path)]
+    return [dataarray(outs[view], view) for view in views]
 
 
 def validate_texts(texts: Any) -> list[str]:
@@ -273,19 +335,18 @@ def _pad(encoder: Encoder, tokens, batch: np.ndarray) -> tuple[dict, torch.Tenso
     return inputs, inputs["attention_mask"]
 
 
-def _token_index(encoder: Encoder, keep, offsets, batch, mask: torch.Tensor):
-    """Gather indices (row in batch, column in padded batch) and output rows of the kept
-    tokens of one batch."""
-    starts = (mask.shape[1] - mask.sum(dim=1)).tolist() if (
+def _token_index(encoder: Encoder, keep, offsets, batch,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept tokens of one batch, computed once for all its layers: ``flat: (N,)`` their
+    rows in the batch's states flattened to ``(B * T, D)`` (``row * T + column`` in the padded
+    batch, ``mask: (B, T)``), on the mask's device, and ``dest: (N,)`` their output rows."""
+    width = mask.shape[1]
+    starts = (width - mask.sum(dim=1)).tolist() if (
         getattr(encoder.tokenizer, "padding_side", "right") == "left") else [0] * len(batch)
-    rows, cols, dest = [], [], []
-    for row, i in enumerate(batch):
-        rows.append(np.full(len(keep[i]), row))
-        cols.append(keep[i] + starts[row])
-        dest.append(np.arange(offsets[i], offsets[i + 1]))
-    rows, cols, dest = (torch.as_tensor(np.concatenate(p), dtype=torch.long)
-                        for p in (rows, cols, dest))
-    return rows.to(mask.device), cols.to(mask.device), dest
+    flat = np.concatenate([keep[i] + (row * width + starts[row]) for row, i in enumerate(batch)])
+    dest = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
+    return (torch.as_tensor(flat, dtype=torch.long).to(mask.device),
+            torch.as_tensor(dest, dtype=torch.long))
 
 
 def _forward_layers(encoder: Encoder, inputs: dict, layers: list[int], n_blocks: int,
@@ -327,8 +388,10 @@ def _static_kwargs(encoder: Encoder) -> dict:
     return {"use_cache": False} if "use_cache" in params else {}
 
 
-def _to_dataarray(out: torch.Tensor, encoder: Encoder, layers, n_blocks, tokens, keep,
+def _to_dataarray(out: Any, encoder: Encoder, layers, n_blocks, tokens, keep,
                   pooling, texts, **options) -> xr.DataArray:
+    """The capture ``out: (layer, row, feature)`` (a torch tensor, or a lazy
+    :func:`hrsa.store.placeholder`) as a DataArray with coords and provenance attrs."""
     from . import __version__
 
     coords: dict[str, Any] = {
@@ -365,6 +428,7 @@ def _to_dataarray(out: torch.Tensor, encoder: Encoder, layers, n_blocks, tokens,
         "num_blocks": int(n_blocks),
         "hrsa_version": __version__,
     }
-    da = xr.DataArray(out.numpy(), dims=dims, coords=coords, attrs=attrs, name="activations")
+    data = out.numpy() if isinstance(out, torch.Tensor) else out
+    da = xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name="activations")
     da.attrs["long_name"] = "hidden state"
     return da

@@ -8,6 +8,10 @@
 ``--texts`` takes a text file (one text per line), a ``.jsonl`` / ``.csv`` file with
 ``text`` and ``label`` fields, or a shipped probe task name (``hrsa.probes.available()``);
 the last two bring labels for the probe along.
+
+Under ``torchrun`` / ``accelerate launch`` (``torchrun --nproc_per_node 4 -m hrsa.cli
+compare ...``), ``capture``, ``compare`` and ``trajectory`` split the forward passes over
+the ranks (:mod:`hrsa.distributed`); rank 0 alone writes the files and prints.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import presets, probes
+from . import distributed, presets, probes
 from .experiments.paper import PAPER_PAIRS
 
 
@@ -127,6 +131,12 @@ def _add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", nargs="+", default=None)
     p.add_argument("--max-tokens", type=int, default=None, help="default: 50,000")
     p.add_argument("--seed", type=int, default=None, help="default: the preset's (0; paper: 42)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="text-level bootstrap replicates for intervals (docs/uncertainty.md)")
+    p.add_argument("--ci", type=float, default=0.95, help="interval coverage (default 0.95)")
+    p.add_argument("--ci-method", choices=["percentile", "bca"], default="percentile")
+    p.add_argument("--permutations", type=int, default=0, metavar="P",
+                   help="text-level permutations for p-values")
     p.add_argument("--out", type=Path, required=True, help="netCDF report")
     p.add_argument("--plot", type=Path, default=None, help="PNG figure")
     _add_capture_args(p)
@@ -151,18 +161,19 @@ def _read_texts(args) -> tuple[list[str], list[str] | None]:
 
 def _capture_kwargs(args) -> dict:
     kwargs = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
-              "progress": not args.quiet, "instruction": args.instruction}
+              "progress": not args.quiet and distributed.is_main(),
+              "instruction": args.instruction}
     if args.attention is not None:
         kwargs["attention"] = args.attention
     return kwargs
 
 
 def _capture(args) -> int:
-    from .capture import capture
-
     texts, _ = _read_texts(args)
-    da = capture(args.model, texts, pooling=args.pooling, max_tokens=args.max_tokens,
-                 **_capture_kwargs(args))
+    da, = distributed.capture_views(args.model, texts, (args.pooling,),
+                                    max_tokens=args.max_tokens, **_capture_kwargs(args))
+    if not distributed.is_main():
+        return 0
     da.to_netcdf(args.out)
     print(f"wrote {args.out}: {dict(da.sizes)}")
     return 0
@@ -173,6 +184,8 @@ def _compare_kwargs(args) -> dict:
     given = {"pairs": args.pairs, "pooling": args.pooling, "metrics": args.metrics,
              "max_tokens": args.max_tokens, "seed": args.seed}
     return {"texts": texts, "labels": labels, "preset": args.preset,
+            "bootstrap": args.bootstrap, "ci": args.ci, "ci_method": args.ci_method,
+            "permutations": args.permutations,
             **{k: v for k, v in given.items() if v is not None}, **_capture_kwargs(args)}
 
 
@@ -194,9 +207,13 @@ def _trajectory(args) -> int:
 
 
 def _write(ds, args, figure: str) -> None:
+    """Rank 0 (the only process without torchrun) writes the report (and figure) and
+    prints the summary; other ranks write nothing."""
     from . import plot
     from .report import summarize
 
+    if not distributed.is_main():
+        return
     ds.to_netcdf(args.out)
     print(summarize(ds))
     print(f"wrote {args.out}")

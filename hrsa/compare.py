@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,10 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
-from . import presets, uncertainty
-from .capture import capture_views, text_hash, validate_texts
+from . import distributed, presets, uncertainty
+from .capture import text_hash, validate_texts
 from .presets import UNSET
+from .resampling import TextResampling
 from .threads import limit_threads
 
 PAIRS = ("matched", "all")
@@ -46,6 +47,7 @@ def compare(
     progress: bool = True,
     bootstrap: int = 0,
     ci: float = 0.95,
+    ci_method: str = "percentile",
     permutations: int = 0,
     keep_replicates: bool = False,
     n_threads: int | None = None,
@@ -56,6 +58,10 @@ def compare(
     Args:
         a, b: anything :func:`hrsa.capture` takes, or activations it returned (a DataArray
             with dims ``(layer, sample|token, feature)``), which are reused as they are.
+            Dask-backed activations (``capture(..., store=)``) are never loaded whole: CKA,
+            dimension correlation and H_inv come from moments over every row, chunk by
+            chunk, the other metrics from the ``max_tokens`` subsample
+            (:func:`hrsa.streaming.score_chunked`).
         texts: the N texts both models read; required unless both are activations.
         labels: N class labels: adds the function level (a linear probe fitted on ``a``'s
             mean-pooled text vectors, frozen, read out on ``b``'s): ``probe_self`` and
@@ -82,10 +88,15 @@ def compare(
         n_threads: cap torch's and every BLAS/OpenMP pool's threads for the duration of
             the call (:func:`hrsa.threads.limit_threads`); None leaves them as they are.
         bootstrap: B >= 2 text-level bootstrap replicates (0: none). Adds, per similarity
-            variable, ``{name}_ci_low``, ``{name}_ci_high`` (percentile interval) and
-            ``{name}_se``; the metric stage runs B more times (capture once). The probe
-            variables get no interval. See docs/uncertainty.md.
+            variable and the probe's, ``{name}_ci_low``, ``{name}_ci_high`` and
+            ``{name}_se``. Capture and each layer's preparation run once; metrics with
+            ``score_resampled`` (cka, dimension_correlation, procrustes_alignment,
+            knn_overlap, the probe) score all replicates from them, others are recomputed
+            per replicate. The probe's texts are resampled within split and class. See
+            docs/uncertainty.md.
         ci: coverage of the bootstrap interval, in (0, 1).
+        ci_method: "percentile" (default) or "bca" (bias-corrected and accelerated; the
+            acceleration from a grouped jackknife over the texts, see docs/uncertainty.md).
         permutations: P >= 1 text-level permutations of b against a (0: none). Adds
             ``{name}_p_value`` (``(1 + #null >= observed) / (1 + P)``) and
             ``{name}_null_mean``.
@@ -97,12 +108,12 @@ def compare(
     Returns:
         ``xarray.Dataset``; see docs/design.md and docs/metrics.md for the variables.
     """
-    uncertainty.validate(bootstrap, ci, permutations, keep_replicates)
+    uncertainty.validate(bootstrap, ci, permutations, keep_replicates, ci_method)
     opts = _resolve(preset, metrics=metrics, pairs=pairs, pooling=pooling,
                     max_tokens=max_tokens, seed=seed, probe=probe,
                     final_layer_only=final_layer_only, capture_options=capture_options)
-    opts["uncertainty"] = dict(bootstrap=bootstrap, ci=ci, permutations=permutations,
-                               keep_replicates=keep_replicates)
+    opts["uncertainty"] = dict(bootstrap=bootstrap, ci=ci, ci_method=ci_method,
+                               permutations=permutations, keep_replicates=keep_replicates)
     if texts is not None:
         texts = validate_texts(texts)
     if labels is not None:  # fail before the (long) capture
@@ -148,23 +159,59 @@ def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, opts: dic
     if labels is not None:
         labels = _validate_labels(labels, texts, acts_a[0])
     rows_a, rows_b = _align_rows(acts_a[0], acts_b[0], opts["max_tokens"], opts["seed"])
-    ds = _score(opts["metric_objs"], rows_a, rows_b, opts["pairs"], opts["final_layer_only"],
-                progress)
+    if acts_a[0].chunks is None and acts_b[0].chunks is None:
+        ds = _score(opts["metric_objs"], rows_a, rows_b, opts["pairs"],
+                    opts["final_layer_only"], progress)
+    else:  # dask-backed (hrsa.store): never all rows in memory at once
+        ds = _score_chunked(acts_a[0], acts_b[0], rows_a, rows_b, opts, progress)
     unc = opts.get("uncertainty") or {}
     if unc.get("bootstrap") or unc.get("permutations"):
-        def rescore(xa: xr.DataArray, xb: xr.DataArray) -> xr.Dataset:
-            return _score(opts["metric_objs"], xa, xb, opts["pairs"], opts["final_layer_only"],
-                          False)
-        ds = uncertainty.add_to_comparison(ds, rows_a, rows_b, rescore, seed=opts["seed"],
-                                           progress=progress, **unc)
+        grid = (opts["pairs"], opts["final_layer_only"])
+
+        def rescore(metric_objs: list, xa: xr.DataArray, xb: xr.DataArray) -> xr.Dataset:
+            return _score(metric_objs, xa, xb, *grid, False)
+
+        def replicates(metric_objs: list, resampling: TextResampling) -> list[xr.Dataset]:
+            return score_replicates(metric_objs, rows_a, rows_b, *grid, progress, resampling)
+
+        ds = uncertainty.add_to_comparison(
+            ds, rows_a, rows_b, opts["metric_objs"], rescore, replicates,
+            seed=opts["seed"], progress=progress, **unc)
     if labels is not None:
         probe_metric = metrics_mod.get("linear_probe_transfer", labels=list(labels),
                                        **{"seed": opts["seed"], **opts["probe"]})
         pairs = "final" if "probe" in opts["final_layer_only"] else opts["pairs"]
-        ds = ds.merge(_probe(probe_metric, acts_a[-1], acts_b[-1], pairs, progress),
-                      compat="override", join="exact")
+        probe = _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, progress)[0]
+        if unc.get("bootstrap"):
+            resampling = uncertainty.stratified_resampling(
+                probe_metric.strata(), unc["bootstrap"], opts["seed"])
+            jackknife = None
+            if unc["ci_method"] == "bca":
+                jackknife = _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, False,
+                                   uncertainty.jackknife_resampling(np.arange(len(labels)),
+                                                                    opts["seed"]))
+            probe = uncertainty.add_intervals(
+                probe, _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, False, resampling),
+                ci=unc["ci"], keep_replicates=unc["keep_replicates"], jackknife=jackknife)
+        ds = ds.merge(probe, compat="override", join="exact")
     ds.attrs.update(_provenance(rows_a, rows_b, texts, instruction, opts))
     return ds
+
+
+def _score_chunked(xa: xr.DataArray, xb: xr.DataArray, rows_a: xr.DataArray,
+                   rows_b: xr.DataArray, opts: dict, progress: bool) -> xr.Dataset:
+    """Scores of activations of which one at least is dask-backed: moment metrics over
+    every row, chunk by chunk, the others on ``rows_a``/``rows_b`` (the ``max_tokens``
+    subsample); see :func:`hrsa.streaming.score_chunked`."""
+    from .streaming import score_chunked  # streaming builds on this module
+
+    unc = opts.get("uncertainty") or {}
+    if unc.get("bootstrap") or unc.get("permutations"):
+        raise ValueError("bootstrap= and permutations= rescore all rows in memory; they are "
+                         "not available for dask-backed activations (hrsa.store): compare "
+                         "loaded arrays (acts.load()) or a subsample (acts.isel(token=...))")
+    return score_chunked(opts["metric_objs"], xa, xb, rows_a, rows_b, opts["pairs"],
+                         opts["final_layer_only"], progress)
 
 
 def resolve_metrics(metrics: Sequence) -> list[metrics_mod.Metric]:
@@ -193,7 +240,8 @@ def _validate_labels(labels, texts, acts: xr.DataArray | None) -> list:
 
 
 def _activations(model, texts, views, which, *, max_tokens, seed, **options):
-    """Activations of one model for each view; a DataArray given is reused."""
+    """Activations of one model for each view; a DataArray given is reused. Under a
+    process group the capture is split over the ranks (:mod:`hrsa.distributed`)."""
     if isinstance(model, xr.DataArray):
         _check_activation_dims(model, which)
         if len(views) > 1 and model.attrs.get("pooling") != "mean":
@@ -205,9 +253,9 @@ def _activations(model, texts, views, which, *, max_tokens, seed, **options):
         raise ValueError(f"texts is required to capture model {which} (only captured "
                          "activations can be compared without texts)")
     token_level = views[0] is None
-    return capture_views(model, texts, views,
-                         max_tokens=max_tokens if token_level else None,
-                         seed=seed, **options)
+    return distributed.capture_views(model, texts, views,
+                                     max_tokens=max_tokens if token_level else None,
+                                     seed=seed, **options)
 
 
 def _check_activation_dims(da: xr.DataArray, which: str) -> None:
@@ -285,40 +333,62 @@ def _depth(da: xr.DataArray) -> np.ndarray:
 def _score(metric_objs, xa, xb, pairs, final_layer_only, progress) -> xr.Dataset:
     """Every metric on every layer pair it needs (``pairs``, or the final pair for those in
     ``final_layer_only``), each layer prepared once per metric."""
+    return _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress, None)[0]
+
+
+def score_replicates(metric_objs, xa, xb, pairs, final_layer_only, progress,
+                     resampling: TextResampling) -> list[xr.Dataset]:
+    """As :func:`_score`, for each of the ``B`` bootstrap replicates of ``resampling``
+    (metrics with ``score_resampled`` only): ``B`` Datasets, each layer prepared once on
+    the full rows."""
+    return _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress, resampling)
+
+
+def _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress,
+                 resampling: TextResampling | None) -> list[xr.Dataset]:
+    """One Dataset of scores, or with ``resampling`` one per replicate."""
     grids = {}
     for mode in {pairs, "final"}:
         index_pairs = layer_pairs(_depth(xa), _depth(xb), mode)
         grids[mode] = (index_pairs, *_pair_coords(xa, xb, index_pairs, mode))
     d_a, d_b = xa.sizes["feature"], xb.sizes["feature"]
-    variables: dict[str, xr.DataArray] = {}
+    n_out = 1 if resampling is None else resampling.n_replicates
+    variables: list[dict[str, xr.DataArray]] = [{} for _ in range(n_out)]
     modes = ["final" if m.name in final_layer_only else pairs for m in metric_objs]
-    bar = tqdm(total=sum(len(grids[mode][0]) for mode in modes), desc="metrics",
+    bar = tqdm(total=sum(len(grids[mode][0]) for mode in modes),
+               desc="metrics" if resampling is None else "bootstrap",
                disable=not progress, unit="pair")
     for metric, mode in zip(metric_objs, modes):
         index_pairs, dims, coords, shape = grids[mode]
         if getattr(metric, "same_dim", False) and d_a != d_b:
             warnings.warn(f"{metric.name} needs the same feature dimension in both models "
-                          f"(a has {d_a}, b has {d_b}); it is left out", stacklevel=3)
+                          f"(a has {d_a}, b has {d_b}); it is left out", stacklevel=4)
             bar.update(len(index_pairs))
             continue
-        if mode == "all" and _has_batched_scores(metric):
+        if resampling is not None:
+            per_pair = _score_metric(metric, xa, xb, index_pairs, bar, lambda px, py, m=metric:
+                                     m.score_resampled(px, py, resampling))
+            results = [[res[r] for res in per_pair] for r in range(n_out)]
+        elif mode == "all" and _has_batched_scores(metric):
             grid = metric.score_all(
                 [_prepare(metric, _layer(xa, i), f"a layer {int(xa.layer[i])}")
                  for i in range(xa.sizes["layer"])],
                 [_prepare(metric, _layer(xb, j), f"b layer {int(xb.layer[j])}")
                  for j in range(xb.sizes["layer"])])
-            results = [float(grid[i, j]) for i, j in index_pairs]
+            results = [[float(grid[i, j]) for i, j in index_pairs]]
             bar.update(len(index_pairs))
         else:
-            results = _score_metric(metric, xa, xb, index_pairs, bar)
-        new = _to_variables(metric, results, list(np.ndindex(*shape)), dims, coords, shape,
-                            chance=_chance(metric, n=xa.sizes[xa.dims[1]], d=d_a))
-        if mode == "final":
-            for var in new.values():
-                var.attrs["layers"] = _final_label(xa, xb)
-        variables.update(new)
+            results = [_score_metric(metric, xa, xb, index_pairs, bar, metric.score)]
+        chance = _chance(metric, n=xa.sizes[xa.dims[1]], d=d_a)
+        for out, res in zip(variables, results):
+            new = _to_variables(metric, res, list(np.ndindex(*shape)), dims, coords, shape,
+                                chance=chance)
+            if mode == "final":
+                for var in new.values():
+                    var.attrs["layers"] = _final_label(xa, xb)
+            out.update(new)
     bar.close()
-    return xr.Dataset(variables, coords=grids[pairs][2])
+    return [xr.Dataset(v, coords=grids[pairs][2]) for v in variables]
 
 
 def _has_batched_scores(metric) -> bool:
@@ -342,9 +412,9 @@ def _chance(metric, n: int, d: int) -> float | list[float] | None:
     return None if value is None else float(value)
 
 
-def _score_metric(metric, xa, xb, flat, bar) -> list:
-    """Scores of one metric for the layer-index pairs ``flat``, preparing each layer once
-    and dropping a's preparations as soon as their last pair is scored."""
+def _score_metric(metric, xa, xb, flat, bar, score: Callable) -> list:
+    """``score(prep_a, prep_b)`` of one metric for the layer-index pairs ``flat``, preparing
+    each layer once and dropping a's preparations as soon as their last pair is scored."""
     prepared_b: dict[int, Any] = {}
     results: list = [None] * len(flat)
     by_a: dict[int, list[int]] = {}
@@ -356,7 +426,7 @@ def _score_metric(metric, xa, xb, flat, bar) -> list:
             j = flat[p][1]
             if j not in prepared_b:
                 prepared_b[j] = _prepare(metric, _layer(xb, j), f"b layer {int(xb.layer[j])}")
-            results[p] = metric.score(prep_a, prepared_b[j])
+            results[p] = score(prep_a, prepared_b[j])
             bar.update(1)
     return results
 
@@ -420,28 +490,37 @@ def metric_attrs(metric) -> dict:
     }
 
 
-def _probe(metric, pooled_a: xr.DataArray, pooled_b: xr.DataArray, pairs, progress):
-    """probe_self / probe_direct (accuracy by split) from mean-pooled text vectors."""
+def _probe(metric, pooled_a: xr.DataArray, pooled_b: xr.DataArray, pairs, progress,
+           resampling: TextResampling | None = None) -> list[xr.Dataset]:
+    """probe_self / probe_direct (accuracy by split) from mean-pooled text vectors: one
+    Dataset, or with ``resampling`` (rows: the texts) one per bootstrap replicate."""
     pooled_a, pooled_b = _align_rows(pooled_a, pooled_b, None, 0)
     index_pairs = layer_pairs(_depth(pooled_a), _depth(pooled_b), pairs)
     dims, coords, shape = _pair_coords(pooled_a, pooled_b, index_pairs, pairs)
     positions = list(np.ndindex(*shape))
+    score = metric.score if resampling is None else (
+        lambda px, py: metric.score_resampled(px, py, resampling))
     with tqdm(total=len(index_pairs), desc="probe", disable=not progress, unit="pair") as bar:
-        results = _score_metric(metric, pooled_a, pooled_b, index_pairs, bar)
+        per_pair = _score_metric(metric, pooled_a, pooled_b, index_pairs, bar, score)
+    if resampling is None:
+        per_pair = [[res] for res in per_pair]
     base = metric_attrs(metric)
-    out = {}
-    for readout, what in (("self", "fitted and read out on a"),
-                          ("direct", "fitted on a, frozen, read out on b")):
-        grid = np.full(shape + (len(SPLITS),), np.nan)
-        for pos, res in zip(positions, results):
-            grid[pos] = [res[f"{readout}_{split}"] for split in SPLITS]
-        out[f"probe_{readout}"] = xr.DataArray(
-            grid, dims=dims + ("split",), coords={"split": list(SPLITS)},
-            attrs={**base, "long_name": f"probe accuracy ({readout}: {what})",
-                   "range": [0.0, 1.0]})
-        if pairs == "final":
-            out[f"probe_{readout}"].attrs["layers"] = _final_label(pooled_a, pooled_b)
-    return xr.Dataset(out, coords=coords)
+    datasets = []
+    for r in range(len(per_pair[0])):
+        out = {}
+        for readout, what in (("self", "fitted and read out on a"),
+                              ("direct", "fitted on a, frozen, read out on b")):
+            grid = np.full(shape + (len(SPLITS),), np.nan)
+            for pos, res in zip(positions, per_pair):
+                grid[pos] = [res[r][f"{readout}_{split}"] for split in SPLITS]
+            out[f"probe_{readout}"] = xr.DataArray(
+                grid, dims=dims + ("split",), coords={"split": list(SPLITS)},
+                attrs={**base, "long_name": f"probe accuracy ({readout}: {what})",
+                       "range": [0.0, 1.0]})
+            if pairs == "final":
+                out[f"probe_{readout}"].attrs["layers"] = _final_label(pooled_a, pooled_b)
+        datasets.append(xr.Dataset(out, coords=coords))
+    return datasets
 
 
 def _provenance(xa, xb, texts, instruction, opts: dict) -> dict:
@@ -493,6 +572,7 @@ def trajectory(
     progress: bool = True,
     bootstrap: int = 0,
     ci: float = 0.95,
+    ci_method: str = "percentile",
     permutations: int = 0,
     keep_replicates: bool = False,
     n_threads: int | None = None,
@@ -508,7 +588,8 @@ def trajectory(
             "revision": rev}`` dicts, loaded models, or captured activations.
         texts: the texts every checkpoint reads.
         steps: the training step of each checkpoint (coord ``step``); default 0, 1, ...
-        other arguments: as :func:`compare` (``bootstrap``, ``ci``, ``permutations``,
+        other arguments: as :func:`compare` (``bootstrap``, ``ci``, ``ci_method``,
+            ``permutations``,
             ``keep_replicates``: per checkpoint, the same text resamples at every one).
 
     Returns:
@@ -520,9 +601,9 @@ def trajectory(
     opts = _resolve(preset, metrics=metrics, pairs=pairs, pooling=pooling,
                     max_tokens=max_tokens, seed=seed, probe=probe,
                     final_layer_only=final_layer_only, capture_options=capture_options)
-    uncertainty.validate(bootstrap, ci, permutations, keep_replicates)
-    opts["uncertainty"] = dict(bootstrap=bootstrap, ci=ci, permutations=permutations,
-                               keep_replicates=keep_replicates)
+    uncertainty.validate(bootstrap, ci, permutations, keep_replicates, ci_method)
+    opts["uncertainty"] = dict(bootstrap=bootstrap, ci=ci, ci_method=ci_method,
+                               permutations=permutations, keep_replicates=keep_replicates)
     checkpoints_b = list(checkpoints_b)
     if not checkpoints_b:
         raise ValueError("checkpoints_b is empty: give at least one checkpoint")

@@ -94,15 +94,21 @@ def heatmap(ds: xr.Dataset, variable: str = "cka", *, ax: Axes | None = None,
 
 def probe_bars(ds: xr.Dataset, *, layer: int = -1, ax: Axes | None = None) -> Axes:
     """Probe accuracy by split: fitted and read out on a (self) vs read out on b (direct),
-    at one matched layer (default the last)."""
+    at one matched layer (default the last). Bootstrap intervals
+    (``compare(..., bootstrap=B)``) are drawn as error bars."""
     if "probe_self" not in ds:
         raise ValueError("no probe variables: run compare() with labels=")
     ax = ax or plt.figure(figsize=(4.5, 3.5)).add_subplot()
     at = {"layer": layer} if "layer" in ds["probe_self"].dims else {}
-    self_acc, direct = (ds[v].isel(at) for v in ("probe_self", "probe_direct"))
     x = np.arange(ds.sizes["split"])
-    ax.bar(x - 0.2, self_acc.values, 0.4, label="self (a -> a)")
-    ax.bar(x + 0.2, direct.values, 0.4, label="direct (a -> b)")
+    for name, shift, label in (("probe_self", -0.2, "self (a -> a)"),
+                               ("probe_direct", 0.2, "direct (a -> b)")):
+        acc = ds[name].isel(at).values
+        err = None
+        if f"{name}_ci_low" in ds:
+            low, high = (ds[f"{name}_ci_{b}"].isel(at).values for b in ("low", "high"))
+            err = np.clip([acc - low, high - acc], 0, None)  # BCa may exclude the point
+        ax.bar(x + shift, acc, 0.4, yerr=err, capsize=3, label=label)
     ax.set_xticks(x, [str(s) for s in ds["split"].values])
     depth = float(ds["depth"].isel(layer=layer)) if at and "depth" in ds.coords else None
     title = "linear probe transfer" + (f" (depth {depth:.2f})" if depth is not None else "")

@@ -4,9 +4,11 @@ and a paired bootstrap of the difference between two comparisons.
 The unit of resampling is the TEXT: the token rows of one text are not independent of each
 other, so a resample draws texts with replacement and keeps all the rows of every drawn text
 (duplicates kept, in draw order). For pooled comparisons (one row per text, dim ``sample``)
-the rows are the texts. Every replicate recomputes each metric from scratch
-(``prepare`` + ``score`` on the resampled rows): capture is done once, the metric stage B
-times.
+the rows are the texts. Capture is done once. Metrics with ``score_resampled`` (linear CKA,
+dimension correlation, procrustes_alignment: exactly, from weighted moments; k-NN overlap:
+with the full sample's neighbour sets) score all B replicates from the full rows'
+preparations (:mod:`hrsa.resampling`); every other metric is recomputed (``prepare`` +
+``score``) on each replicate's rows.
 
 Permutation null: model b's texts are shuffled against model a's. Pooled: rows of b are
 permuted. Token level: texts have different numbers of rows, so text ``i`` of a is paired
@@ -16,7 +18,7 @@ nothing is dropped and the test is exact; otherwise the null statistic is comput
 rows than the observed one, which (for metrics biased upward at small n, such as linear CKA)
 makes the p-value conservative, never anti-conservative. See docs/uncertainty.md.
 
-Public API: :func:`bootstrap_indices`, :func:`permutation_indices`,
+Public API: :func:`bootstrap_indices`, :func:`bootstrap_draws`, :func:`permutation_indices`,
 :func:`percentile_interval`, :func:`bootstrap_metric`, :func:`permutation_test`,
 :func:`difference`. :func:`hrsa.compare` uses them through ``bootstrap=``,
 ``permutations=``.
@@ -34,16 +36,25 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-__all__ = ["bootstrap_indices", "permutation_indices", "percentile_interval",
-           "bootstrap_metric", "permutation_test", "difference", "validate"]
+from . import metrics as metrics_mod
+from .resampling import TextResampling
 
-_BOOT_STREAM, _PERM_STREAM = 0xB007, 0x9E53  # seed streams, apart from the row subsample's
+__all__ = ["bootstrap_indices", "bootstrap_draws", "permutation_indices", "percentile_interval",
+           "bootstrap_metric", "permutation_test", "difference", "validate",
+           "add_intervals", "stratified_resampling", "bca_interval", "jackknife_resampling"]
+
+# seed streams, apart from the row subsample's
+_BOOT_STREAM, _PERM_STREAM, _STRATA_STREAM, _JACK_STREAM = 0xB007, 0x9E53, 0x5717, 0x7ACC
+
+
+CI_METHODS = ("percentile", "bca")
+JACKKNIFE_GROUPS = 100  # at most this many leave-group-out replicates for BCa
 
 
 def validate(bootstrap: int, ci: float, permutations: int,
-             keep_replicates: bool = False) -> None:
+             keep_replicates: bool = False, ci_method: str = "percentile") -> None:
     """ValueError naming the argument for a bad ``bootstrap`` (0 = off, else >= 2), ``ci``
-    (in (0, 1)) or ``permutations`` (0 = off, else >= 1)."""
+    (in (0, 1)), ``permutations`` (0 = off, else >= 1) or ``ci_method``."""
     for name, value, low in (("bootstrap", bootstrap, 2), ("permutations", permutations, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be an int (0 = off), got {value!r}")
@@ -55,6 +66,8 @@ def validate(bootstrap: int, ci: float, permutations: int,
                          f"got {ci!r}")
     if keep_replicates and not bootstrap:
         raise ValueError("keep_replicates=True needs bootstrap >= 2")
+    if ci_method not in CI_METHODS:
+        raise ValueError(f"ci_method must be one of {CI_METHODS}, got {ci_method!r}")
 
 
 # ---------------------------------------------------------------- index generation
@@ -78,9 +91,14 @@ def bootstrap_indices(units: np.ndarray, n_boot: int, seed: int) -> list[np.ndar
     get the same resamples (what :func:`difference` relies on).
     """
     groups = _rows_by_unit(units)
+    return [np.concatenate([groups[u] for u in draw])
+            for draw in bootstrap_draws(len(groups), n_boot, seed)]
+
+
+def bootstrap_draws(n_units: int, n_boot: int, seed: int) -> np.ndarray:
+    """``(n_boot, n_units)``: the units (texts, in sorted order) drawn by each resample."""
     rng = np.random.default_rng([int(seed), _BOOT_STREAM])
-    draws = rng.integers(0, len(groups), size=(n_boot, len(groups)))
-    return [np.concatenate([groups[u] for u in draw]) for draw in draws]
+    return rng.integers(0, n_units, size=(n_boot, n_units))
 
 
 def permutation_indices(units: np.ndarray, n_perm: int,
@@ -115,6 +133,58 @@ def percentile_interval(replicates: np.ndarray, ci: float,
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
         low, high = np.nanquantile(replicates, [alpha, 1.0 - alpha], axis=axis)
     return low, high
+
+
+def bca_interval(replicates: np.ndarray, estimate: np.ndarray, jackknife: np.ndarray,
+                 ci: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""``(low, high)``: the bias-corrected and accelerated (BCa) interval (Efron 1987).
+
+    ``replicates: (B, ...)``, ``estimate: (...)``, ``jackknife: (G, ...)`` (leave-one-out,
+    or leave-one-group-out, values). With ``z0 = Phi^-1(#(theta*_b < theta) / B + #(theta*_b
+    == theta) / (2B))``, the acceleration ``a = sum_g d_g^3 / (6 (sum_g d_g^2)^{3/2})``,
+    ``d_g = mean(jackknife) - jackknife_g``, the interval is the ``alpha_1, alpha_2``
+    quantiles of the replicates, ``alpha_i = Phi(z0 + (z0 + z_i) / (1 - a (z0 + z_i)))`` with
+    ``z_i = Phi^-1((1 -+ ci) / 2)``. NaN replicates are ignored; a NaN estimate, a
+    degenerate distribution (all replicates on one side) or an undefined acceleration gives
+    NaN rather than a misleading bound; replicates without spread give the point itself.
+    """
+    from scipy.special import ndtr, ndtri
+    reps = np.asarray(replicates, dtype=float)
+    theta = np.asarray(estimate, dtype=float)
+    valid = (~np.isnan(reps)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = (np.nansum(reps < theta, axis=0) + 0.5 * np.nansum(reps == theta, axis=0)) / valid
+        z0 = ndtri(below)  # +-inf when every replicate lies on one side
+        jack = np.asarray(jackknife, dtype=float)
+        d = np.nanmean(jack, axis=0) - jack
+        spread = np.nansum(d ** 2, axis=0)
+        a = np.where(spread > 0, np.nansum(d ** 3, axis=0) / (6.0 * spread ** 1.5), 0.0)
+        bounds = []
+        for z in ndtri([(1.0 - ci) / 2.0, (1.0 + ci) / 2.0]):
+            level = np.broadcast_to(ndtr(z0 + (z0 + z) / (1.0 - a * (z0 + z))), reps.shape[1:])
+            bound = np.full(reps.shape[1:], np.nan)
+            for idx in np.ndindex(*reps.shape[1:]):  # one quantile level per output
+                column = reps[(slice(None),) + idx]
+                column = column[~np.isnan(column)]
+                if column.size and column.min() == column.max():
+                    bound[idx] = column[0]  # no spread: the interval is the point
+                elif column.size and np.isfinite(level[idx]) and not np.isnan(theta[idx]):
+                    bound[idx] = np.quantile(column, level[idx])
+            bounds.append(bound)
+    return bounds[0], bounds[1]
+
+
+def jackknife_resampling(units: np.ndarray, seed: int,
+                         groups: int = JACKKNIFE_GROUPS) -> TextResampling:
+    """Leave-one-group-out replicates for BCa's acceleration: the texts of ``units: (n,)``
+    are dealt into ``min(groups, m)`` groups in a seeded random order, and replicate ``g``
+    keeps every text but group ``g`` (weight 1, group ``g`` weight 0)."""
+    _, codes = np.unique(np.asarray(units), return_inverse=True)
+    m = int(codes.max()) + 1
+    g = min(int(groups), m)
+    group = np.empty(m, dtype=np.int64)
+    group[np.random.default_rng([int(seed), _JACK_STREAM]).permutation(m)] = np.arange(m) % g
+    return TextResampling(codes, (group[None, :] != np.arange(g)[:, None]).astype(float))
 
 
 def _se(replicates: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -153,7 +223,8 @@ def _prepare(metric, X, label):
 
 def bootstrap_metric(metric: Any, X: Any, Y: Any, *, units: np.ndarray | None = None,
                      n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """Text-level bootstrap of one scalar metric on two arrays.
+    """Text-level bootstrap of one scalar metric on two arrays (replicates from the full
+    data's preparations where the metric has ``score_resampled``, else recomputed).
 
     Args:
         metric: a :class:`hrsa.metrics.Metric`, a registered name, or ``f(X, Y) -> float``
@@ -175,7 +246,15 @@ def bootstrap_metric(metric: Any, X: Any, Y: Any, *, units: np.ndarray | None = 
     if not len(X) == len(Y) == len(units):
         raise ValueError(f"X, Y and units must have the same rows, got {len(X)}, {len(Y)}, "
                          f"{len(units)}")
-    reps = np.array([_call(metric, X[i], Y[i]) for i in bootstrap_indices(units, n_boot, seed)])
+    if metrics_mod.supports_resampling(metric):
+        resampling = TextResampling.from_draws(
+            units, bootstrap_draws(len(np.unique(units)), n_boot, seed))
+        reps = metric.score_resampled(_prepare(metric, X, "X"), _prepare(metric, Y, "Y"),
+                                      resampling)
+        reps = np.array([r["similarity"] if isinstance(r, dict) else r for r in reps])
+    else:
+        reps = np.array([_call(metric, X[i], Y[i])
+                         for i in bootstrap_indices(units, n_boot, seed)])
     low, high = percentile_interval(reps, ci)
     return {"estimate": _call(metric, X, Y), "ci_low": float(low), "ci_high": float(high),
             "se": float(_se(reps)), "replicates": reps}
@@ -203,10 +282,7 @@ def permutation_test(metric: Any, X: Any, Y: Any, *, units: np.ndarray | None = 
 
 
 def _metric(metric):
-    if isinstance(metric, str):
-        from . import metrics
-        return metrics.get(metric)
-    return metric
+    return metrics_mod.get(metric) if isinstance(metric, str) else metric
 
 
 # ---------------------------------------------------------------- compare() hook
@@ -248,41 +324,43 @@ class _WarningTally:
 
 
 def add_to_comparison(ds: xr.Dataset, rows_a: xr.DataArray, rows_b: xr.DataArray,
-                      score: Callable[[xr.DataArray, xr.DataArray], xr.Dataset], *,
+                      metric_objs: list, score: Callable[[list, xr.DataArray, xr.DataArray],
+                                                         xr.Dataset],
+                      score_replicates: Callable[[list, TextResampling], list[xr.Dataset]], *,
                       bootstrap: int, ci: float, permutations: int, keep_replicates: bool,
-                      seed: int, progress: bool) -> xr.Dataset:
+                      seed: int, progress: bool, ci_method: str = "percentile") -> xr.Dataset:
     """``ds`` (scores of ``rows_a`` vs ``rows_b``) with bootstrap intervals and permutation
-    p-values for every similarity variable; ``score(xa, xb)`` recomputes the scores."""
+    p-values for every similarity variable.
+
+    ``score(metrics, xa, xb)`` recomputes the scores of ``metrics`` on other rows;
+    ``score_replicates(metrics, resampling)`` gives the B bootstrap replicates of metrics
+    with ``score_resampled`` (:func:`hrsa.metrics.supports_resampling`) from the full
+    rows. The other metrics are recomputed on each replicate's rows, and every metric on
+    each permutation's rows.
+    """
     row_dim = rows_a.dims[1]
     units = row_units(rows_a)
+    n_units = len(np.unique(units))
     names = _similarity_names(ds)
     ds = ds.copy()
     ds.attrs.update({"bootstrap": int(bootstrap), "permutations": int(permutations),
                      "uncertainty_seed": int(seed), "resampling_unit": "text",
-                     "n_units": int(len(np.unique(units))), "units_hash": units_hash(units)})
+                     "n_units": int(n_units), "units_hash": units_hash(units)})
     if bootstrap:
-        ds.attrs["ci"] = float(ci)
-        tally = _WarningTally("bootstrap replicates")
-        reps = {n: [] for n in names}
-        for idx in tqdm(bootstrap_indices(units, bootstrap, seed), desc="bootstrap",
-                        disable=not progress, unit="rep"):
-            rep = tally.run(score, rows_a.isel({row_dim: idx}), rows_b.isel({row_dim: idx}))
-            for n in names:
-                reps[n].append(rep[n].values)
-        tally.flush(bootstrap)
-        for n in names:
-            stack = np.stack(reps[n])
-            low, high = percentile_interval(stack, ci)
-            pct = f"{100 * ci:g}%"
-            for suffix, values, what in (("ci_low", low, f"{pct} CI low"),
-                                         ("ci_high", high, f"{pct} CI high"),
-                                         ("se", _se(stack), "bootstrap SE")):
-                ds[f"{n}_{suffix}"] = _companion(ds[n], values, suffix, what,
-                                                 bootstrap=int(bootstrap), ci=float(ci))
-            if keep_replicates:
-                ds[f"{n}_boot"] = _companion(ds[n], stack, "bootstrap_replicate",
-                                             "bootstrap replicate", dims_first=("bootstrap",),
-                                             bootstrap=int(bootstrap), ci=float(ci))
+        if n_units < 2:
+            raise ValueError(f"a text-level bootstrap needs at least 2 texts with rows, got "
+                             f"{n_units}")
+        draws = bootstrap_draws(n_units, bootstrap, seed)
+        counts = TextResampling.from_draws(units, draws).counts
+        reps = _replicates(rows_a, rows_b, metric_objs, score, score_replicates, counts,
+                           "bootstrap", progress)
+        jackknife = None
+        if ci_method == "bca":
+            jackknife = _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
+                                    jackknife_resampling(units, seed).counts, "jackknife",
+                                    progress)
+        ds = add_intervals(ds, reps, ci=ci, keep_replicates=keep_replicates,
+                           jackknife=jackknife)
     if permutations:
         tally = _WarningTally("permutations")
         nulls = {n: [] for n in names}
@@ -291,7 +369,7 @@ def add_to_comparison(ds: xr.Dataset, rows_a: xr.DataArray, rows_b: xr.DataArray
             # b's rows relabelled to a's so that the coords line up
             xb = rows_b.isel({row_dim: rb}).drop_vars(
                 [c for c in ("text", "position", "token_id", row_dim) if c in rows_b.coords])
-            rep = tally.run(score, rows_a.isel({row_dim: ra}), xb)
+            rep = tally.run(score, metric_objs, rows_a.isel({row_dim: ra}), xb)
             for n in names:
                 nulls[n].append(rep[n].values)
         tally.flush(permutations)
@@ -304,6 +382,89 @@ def add_to_comparison(ds: xr.Dataset, rows_a: xr.DataArray, rows_b: xr.DataArray
                                               "permutation null mean",
                                               permutations=int(permutations))
     return ds
+
+
+def add_intervals(ds: xr.Dataset, replicates: list[xr.Dataset], *, ci: float,
+                  keep_replicates: bool, jackknife: list[xr.Dataset] | None = None
+                  ) -> xr.Dataset:
+    """``ds`` with ``{name}_ci_low``, ``_ci_high``, ``_se`` (and ``_boot``) for every
+    similarity variable, from its bootstrap ``replicates`` (Datasets like ``ds``):
+    percentile intervals, or BCa ones (:func:`bca_interval`) given the ``jackknife``
+    replicates."""
+    ds = ds.copy()
+    bootstrap = len(replicates)
+    method = "percentile" if jackknife is None else "bca"
+    ds.attrs.update({"bootstrap": bootstrap, "ci": float(ci), "ci_method": method})
+    label = f"{100 * ci:g}%" + (" BCa" if jackknife is not None else "")
+    for n in _similarity_names(ds):
+        stack = np.stack([rep[n].values for rep in replicates])
+        if jackknife is None:
+            low, high = percentile_interval(stack, ci)
+        else:
+            low, high = bca_interval(stack, ds[n].values,
+                                     np.stack([jk[n].values for jk in jackknife]), ci)
+        for suffix, values, what in (("ci_low", low, f"{label} CI low"),
+                                     ("ci_high", high, f"{label} CI high"),
+                                     ("se", _se(stack), "bootstrap SE")):
+            ds[f"{n}_{suffix}"] = _companion(ds[n], values, suffix, what,
+                                             bootstrap=bootstrap, ci=float(ci),
+                                             ci_method=method)
+        if keep_replicates:
+            ds[f"{n}_boot"] = _companion(ds[n], stack, "bootstrap_replicate",
+                                         "bootstrap replicate", dims_first=("bootstrap",),
+                                         bootstrap=bootstrap, ci=float(ci))
+    return ds
+
+
+def stratified_resampling(strata: np.ndarray, n_boot: int, seed: int) -> TextResampling:
+    """``n_boot`` resamples of ``n`` texts, each stratum's texts drawn with replacement
+    within the stratum (so every stratum keeps its size), as a
+    :class:`~hrsa.resampling.TextResampling` with one row per text.
+
+    ``strata: (n,)`` labels (the probe: split and class). ValueError naming the stratum if
+    one has fewer than 2 texts (a resample of one text has no variability).
+    """
+    strata = np.asarray(strata)
+    names, codes = np.unique(strata, return_inverse=True)
+    sizes = np.bincount(codes)
+    if (sizes < 2).any():
+        small = {str(names[i]): int(sizes[i]) for i in np.flatnonzero(sizes < 2)}
+        raise ValueError(f"a stratified resample needs at least 2 texts per stratum; these "
+                         f"have fewer: {small}. Use more texts (or fewer classes)")
+    rng = np.random.default_rng([int(seed), _STRATA_STREAM])
+    counts = np.zeros((n_boot, strata.size))
+    for code in range(len(names)):
+        rows = np.flatnonzero(codes == code)
+        drawn = rows[rng.integers(0, rows.size, size=(n_boot, rows.size))]
+        np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1.0)
+    return TextResampling(np.arange(strata.size), counts)
+
+
+def _replicates(rows_a, rows_b, metric_objs, score, score_replicates, counts: np.ndarray,
+                what: str, progress) -> list[xr.Dataset]:
+    """One Dataset per row of ``counts: (R, m)`` (how often each text, in sorted order,
+    enters each replicate): scored from the full rows by metrics that support it,
+    recomputed on the replicate's rows (each text repeated ``count`` times) by the others."""
+    row_dim = rows_a.dims[1]
+    units = row_units(rows_a)
+    direct = [m for m in metric_objs if metrics_mod.supports_resampling(m)]
+    recomputed = [m for m in metric_objs if not metrics_mod.supports_resampling(m)]
+    reps = [xr.Dataset() for _ in range(len(counts))]
+    tally = _WarningTally(f"{what} replicates")
+    if direct:
+        _, codes = np.unique(units, return_inverse=True)
+        reps = tally.run(score_replicates, direct, TextResampling(codes, counts))
+    if recomputed:
+        groups = _rows_by_unit(units)
+        for r, u in enumerate(tqdm(counts, desc=f"{what} (recomputed metrics)",
+                                   disable=not progress, unit="rep")):
+            idx = np.concatenate([groups[t] for t in np.repeat(np.arange(len(groups)),
+                                                               u.astype(int))])
+            rep = tally.run(score, recomputed, rows_a.isel({row_dim: idx}),
+                            rows_b.isel({row_dim: idx}))
+            reps[r] = reps[r].merge(rep, compat="override", join="exact")
+    tally.flush(len(counts))
+    return reps
 
 
 def _companion(var: xr.DataArray, values: np.ndarray, diagnostic: str, what: str, *,

@@ -1,6 +1,5 @@
 """compare() and trajectory() end to end on real MiniLM weights and tiny models."""
 
-import importlib
 import warnings
 import numpy as np
 import pytest
@@ -119,11 +118,9 @@ def test_trajectory_captures_each_checkpoint_once(minilm, task, monkeypatch):
     model, tok = minilm
     checkpoints = [minilm, (perturbed_copy(model, 0.2, seed=0), tok),
                    (perturbed_copy(model, 0.6, seed=0), tok)]
-    cmp = importlib.import_module("hrsa.compare")  # the module, not the function
-
     calls = []
-    real = cmp.capture_views
-    monkeypatch.setattr(cmp, "capture_views",
+    real = hrsa.distributed.capture_views  # what compare captures through
+    monkeypatch.setattr(hrsa.distributed, "capture_views",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     ds = hrsa.trajectory(minilm, checkpoints, texts[:60], labels=labels[:60],
                          steps=[0, 10, 20], max_tokens=1500, progress=False)

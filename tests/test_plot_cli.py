@@ -67,12 +67,14 @@ def test_cli_compare_and_capture(minilm_dir, tmp_path, capsys):
     texts.write_text("\n".join(hrsa.probes.load("reuters", limit=20)[0]))
     out, png = tmp_path / "r.nc", tmp_path / "r.png"
     code = cli.main(["compare", minilm_dir, minilm_dir, "--texts", str(texts),
-                     "--max-tokens", "300", "--out", str(out), "--plot", str(png), "--quiet"])
+                     "--max-tokens", "300", "--out", str(out), "--plot", str(png), "--quiet",
+                     "--bootstrap", "5", "--ci", "0.9"])
     assert code == 0 and out.exists() and png.stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "geometry" in printed and "cka" in printed
     ds = xr.open_dataset(out)
     assert "probe_self" not in ds and float(ds.cka.min()) > 0.999
+    assert ds.attrs["bootstrap"] == 5 and ds.attrs["ci"] == 0.9 and "cka_ci_low" in ds
 
     code = cli.main(["capture", minilm_dir, "--texts", "reuters", "--limit", "8",
                      "--pooling", "mean", "--out", str(tmp_path / "a.nc"), "--quiet"])
@@ -85,6 +87,9 @@ def test_cli_bad_input_is_a_clear_error(minilm_dir, capsys):
                      "--out", "x.nc", "--quiet"])
     assert code == 2
     assert "error" in capsys.readouterr().err
+    code = cli.main(["compare", minilm_dir, minilm_dir, "--texts", "reuters", "--limit", "5",
+                     "--bootstrap", "1", "--out", "x.nc", "--quiet"])
+    assert code == 2 and "bootstrap" in capsys.readouterr().err
 
 
 def test_demo_writes_report(tmp_path, capsys):

@@ -155,6 +155,123 @@ def test_token_level_bootstrap_matches_a_manual_text_resample():
                      bootstrap=5, max_tokens=None, progress=False)
 
 
+@pytest.mark.parametrize("d", [5, 120])  # feature form (n > d) and Gram form (n < d)
+def test_replicates_from_full_data_equal_a_recompute_on_the_resampled_rows(d):
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(1, 9, size=20)
+    text = np.repeat(rng.permutation(np.arange(100, 120)), lengths)  # any labels, any order
+    X, Y = _noisy_pair(rng, layers=2, n=len(text), d=d)
+    metrics = ["cka", "dimension_correlation", "procrustes_alignment", "rsa"]  # rsa: recomputed
+    ds = hrsa.compare(_tokens(X, text), _tokens(Y, text), metrics=metrics, bootstrap=6,
+                      keep_replicates=True, max_tokens=None, progress=False)
+    for name in metrics:
+        metric = hrsa.metrics.get(name)
+        assert hrsa.metrics.supports_resampling(metric) == (name != "rsa")
+        for r, idx in enumerate(bootstrap_indices(text, 6, seed=0)):
+            for layer in range(2):
+                expected = metric(X[layer][idx], Y[layer][idx])
+                np.testing.assert_allclose(ds[f"{name}_boot"].isel(bootstrap=r, layer=layer),
+                                           expected, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_knn_replicates_average_the_full_samples_row_overlaps_over_drawn_texts():
+    from hrsa.resampling import TextResampling
+    rng = np.random.default_rng(12)
+    text = np.repeat(np.arange(30), rng.integers(1, 6, size=30))
+    X, Y = _noisy_pair(rng, layers=1, n=len(text), d=8, noise=1.0)
+    knn = hrsa.metrics.get("knn_overlap", k=(3, 5))
+    px, py = knn.prepare(X[0]), knn.prepare(Y[0])
+    counts = rng.multinomial(30, np.full(30, 1 / 30), size=4).astype(float)
+    counts[0] = 1.0  # the identity resample gives the estimate
+    reps = knn.score_resampled(px, py, TextResampling(text, counts))
+    assert reps[0] == pytest.approx(knn.score(px, py), abs=1e-14)
+    for k in (3, 5):  # independent per-row Jaccard from numpy sets
+        jac = np.array([len(set(a) & set(b)) / len(set(a) | set(b))
+                        for a, b in zip(px.idx[:, :k].tolist(), py.idx[:, :k].tolist())])
+        for u, rep in zip(counts, reps):
+            w = u[text]
+            assert rep[f"k={k}"] == pytest.approx((w * jac).sum() / w.sum(), abs=1e-12)
+
+
+def test_probe_intervals_resample_texts_within_split_and_class():
+    from hrsa.uncertainty import stratified_resampling
+    rng = np.random.default_rng(14)
+    labels = np.repeat(["p", "q", "r"], 40)
+    X = rng.normal(size=(1, 120, 6)) + (labels == "q")[None, :, None]  # class q is separable
+    Y = X + 0.8 * rng.normal(size=X.shape)
+    ds = hrsa.compare(_pooled(X, pooling="mean"), _pooled(Y, pooling="mean"), labels=labels,
+                      metrics=["cka"], bootstrap=8, keep_replicates=True, progress=False)
+    for name in ("probe_self", "probe_direct"):
+        assert ds[f"{name}_ci_low"].dims == ds[name].dims == ("layer", "split")
+        assert (ds[f"{name}_ci_low"] <= ds[f"{name}_ci_high"]).all()
+    bars = [c for c in hrsa.plot.probe_bars(ds).containers if hasattr(c, "errorbar")]
+    assert len(bars) == 2 and all(b.errorbar is not None for b in bars)
+    plt.close("all")
+    probe = hrsa.metrics.get("linear_probe_transfer", labels=list(labels), seed=0)
+    resampling = stratified_resampling(probe.strata(), 8, seed=0)
+    strata = probe.strata()
+    for u in resampling.counts:  # every (split, class) keeps its size
+        for s in np.unique(strata):
+            assert u[strata == s].sum() == (strata == s).sum()
+    clf = probe.prepare(X[0]).classifier
+    F_y = probe.prepare(Y[0]).F
+    test = probe.index["test"]
+    for r, u in enumerate(resampling.counts):  # the frozen probe read out on the drawn rows
+        rows = np.repeat(test, u[test].astype(int))
+        np.testing.assert_allclose(ds.probe_direct_boot.isel(bootstrap=r, layer=0)
+                                   .sel(split="test"), clf.score(F_y[rows], labels[rows]))
+    few = np.array(["p"] * 12 + ["q"] * 12)  # test split: 10% of 24, one text per class
+    with pytest.raises(ValueError, match="stratified resample"):
+        hrsa.compare(_pooled(X[:, :24], pooling="mean"), _pooled(Y[:, :24], pooling="mean"),
+                     labels=few, metrics=["cka"], bootstrap=5, progress=False)
+
+
+def test_bca_interval_agrees_with_scipy_on_a_skewed_statistic():
+    from hrsa.uncertainty import bca_interval
+    rng = np.random.default_rng(15)
+    x = rng.exponential(size=40)
+    B = 40_000
+    reps = x[rng.integers(0, x.size, size=(B, x.size))].mean(axis=1)
+    jack = (x.sum() - x) / (x.size - 1)  # leave-one-out means
+    low, high = bca_interval(reps, np.asarray(x.mean()), jack, 0.9)
+    ref = scipy.stats.bootstrap((x,), np.mean, confidence_level=0.9, method="BCa",
+                                n_resamples=B, random_state=1).confidence_interval
+    width = ref.high - ref.low
+    assert abs(low - ref.low) < 0.03 * width and abs(high - ref.high) < 0.03 * width
+    p_low, p_high = np.quantile(reps, [0.05, 0.95])
+    assert low > p_low and high > p_high  # right skew: BCa shifts the interval up
+
+
+def test_compare_bca_intervals_and_a_degenerate_case():
+    X, Y = _noisy_pair(np.random.default_rng(16), layers=2, n=80, d=4)
+    pct = hrsa.compare(_pooled(X), _pooled(Y), metrics=["cka", "rsa"], bootstrap=60,
+                       progress=False)
+    bca = hrsa.compare(_pooled(X), _pooled(Y), metrics=["cka", "rsa"], bootstrap=60,
+                       ci_method="bca", progress=False)
+    assert bca.attrs["ci_method"] == "bca" and pct.attrs["ci_method"] == "percentile"
+    for name in ("cka", "rsa"):  # direct (cka) and recomputed (rsa) jackknife
+        assert bca[f"{name}_ci_low"].attrs["ci_method"] == "bca"
+        assert (bca[f"{name}_ci_low"] < bca[name]).all()
+        assert (bca[name] < bca[f"{name}_ci_high"]).all()
+        np.testing.assert_array_equal(bca[f"{name}_se"], pct[f"{name}_se"])  # same replicates
+        assert not np.array_equal(bca[f"{name}_ci_low"], pct[f"{name}_ci_low"])
+    # cka(X, 2X) = 1 in every replicate: the interval is the point, not NaN
+    same = hrsa.compare(_pooled(X), _pooled(2.0 * X), metrics=["cka"], bootstrap=20,
+                        ci_method="bca", progress=False)
+    np.testing.assert_allclose(same.cka_ci_low, 1.0)
+    np.testing.assert_allclose(same.cka_ci_high, 1.0)
+    with pytest.raises(ValueError, match="ci_method"):
+        hrsa.compare(_pooled(X), _pooled(Y), metrics=["cka"], bootstrap=5, ci_method="bc",
+                     progress=False)
+
+
+def test_bootstrap_needs_two_texts():
+    X, Y = _noisy_pair(np.random.default_rng(13), layers=1, n=12, d=3)
+    with pytest.raises(ValueError, match="at least 2 texts"):
+        hrsa.compare(_tokens(X, np.zeros(12, int)), _tokens(Y, np.zeros(12, int)),
+                     metrics=["cka"], bootstrap=5, max_tokens=None, progress=False)
+
+
 def test_bad_arguments_raise_naming_them():
     X, Y = _noisy_pair(np.random.default_rng(5), layers=1, n=20)
     a, b = _pooled(X), _pooled(Y)

@@ -8,6 +8,8 @@ A metric compares two representations of the same ``n`` inputs, ``X: (n, d1)`` a
 * ``score(prep_x, prep_y)`` does the cheap per-pair work and returns a Python float, or a dict
   of floats whose main value is under ``"similarity"`` (other keys are diagnostics; a metric with
   an extra output dimension, see ``Metric.dims``, uses keys ``f"{dim}={value}"``);
+* ``score_resampled(prep_x, prep_y, resampling)`` (optional) scores every text-level
+  bootstrap replicate at once from the full data's preparations (:mod:`hrsa.resampling`);
 * ``score_all(preps_x, preps_y)`` (optional) scores every pair of two lists of prepared
   representations at once and returns a float64 array ``(len(preps_x), len(preps_y))``. The base
   class loops over ``score`` (float-valued metrics only); ``cka``, ``cka_debiased`` and
@@ -17,7 +19,8 @@ A metric compares two representations of the same ``n`` inputs, ``X: (n, d1)`` a
 (representation / geometry / function) is defined by its invariances, declared in
 ``Metric.invariances`` and checked by the tests.
 
-Public API: ``Metric``, ``register``, ``get``, ``available``, ``chance``.
+Public API: ``Metric``, ``register``, ``get``, ``available``, ``chance``,
+``supports_resampling``.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ._util import as_matrix, check_pair
 
-__all__ = ["Metric", "register", "get", "available", "chance", "LEVELS", "INVARIANCES"]
+if TYPE_CHECKING:
+    from ..resampling import TextResampling
+
+__all__ = ["Metric", "register", "get", "available", "chance", "supports_resampling", "LEVELS",
+           "INVARIANCES"]
 
 LEVELS = ("representation", "geometry", "function")
 INVARIANCES = frozenset(
@@ -102,6 +109,21 @@ class Metric:
                                     "metrics only: call score pair by pair")
                 out[i, j] = s
         return out
+
+    def score_resampled(self, prep_x: Any, prep_y: Any,
+                        resampling: TextResampling) -> list[float | dict[str, float]]:
+        """Scores of every text-level bootstrap replicate, from the full data's preparations.
+
+        ``resampling``: a :class:`hrsa.resampling.TextResampling` on the same ``n`` rows
+        (``B`` replicates). Returns ``B`` results in ``score``'s format, replicate ``b``
+        equal (to rounding) to ``score`` on the replicate's concatenated rows, or, for a
+        metric that documents it, an estimate of that. Optional: ``compare`` recomputes
+        ``prepare`` + ``score`` on each replicate's rows for a metric that does not
+        override it. ``cka``, ``dimension_correlation`` and ``procrustes_alignment``
+        override it exactly (weighted moments); ``knn_overlap`` with the full sample's
+        neighbour sets.
+        """
+        raise NotImplementedError
 
     def chance(self, d: int | None = None, n: int | None = None, k: int | None = None) -> float | None:
         """Expected score of unrelated representations where known in closed form, else None."""
@@ -228,6 +250,12 @@ def available(level: str | None = None) -> list[str]:
     if level is not None and level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS} or None, got {level!r}")
     return [n for n, e in _REGISTRY.items() if level is None or e.level == level]
+
+
+def supports_resampling(metric: Metric) -> bool:
+    """Whether ``metric`` overrides ``Metric.score_resampled`` (bootstrap replicates from the
+    full data's preparations instead of a recomputation per replicate)."""
+    return type(metric).score_resampled is not Metric.score_resampled
 
 
 def chance(name: str | Metric, d: int | None = None, n: int | None = None,

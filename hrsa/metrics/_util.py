@@ -8,6 +8,7 @@ Errors are ``TypeError`` / ``ValueError`` whose message starts with the argument
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -52,16 +53,21 @@ def as_matrix(X: Any, name: str = "X", min_rows: int = 2) -> torch.Tensor:
         X = X.to(torch.float64)
     elif X.dtype in (torch.float16, torch.bfloat16):
         X = X.to(torch.float32)
-    bad = int((~torch.isfinite(X)).sum())
-    if bad:
-        raise ValueError(f"{name} has {bad} non-finite entries (NaN or inf) out of {n * d}")
+    # a NaN or inf entry makes the sum non-finite, so one reduction clears finite input; the
+    # entries are counted only when the sum is not finite (or overflowed)
+    if not bool(torch.isfinite(X.sum())):
+        bad = int((~torch.isfinite(X)).sum())
+        if bad:
+            raise ValueError(f"{name} has {bad} non-finite entries (NaN or inf) out of {n * d}")
     return X
 
 
 def centered(X: torch.Tensor) -> torch.Tensor:
-    """Column-centred copy of ``X: (n, d)`` in float64: ``Xc = X - 1 mean(X, 0)``."""
+    """Column-centred copy of ``X: (n, d)`` in float64: ``Xc = X - 1 mean(X, 0)`` (one new
+    float64 buffer: the conversion's copy is centred in place)."""
     X64 = X.to(torch.float64)
-    return X64 - X64.mean(dim=0, keepdim=True)
+    mean = X64.mean(dim=0, keepdim=True)
+    return X64 - mean if X64 is X else X64.sub_(mean)
 
 
 def centred_input(X: Any, name: str, min_rows: int = 2) -> torch.Tensor:
@@ -76,7 +82,9 @@ def centred_input(X: Any, name: str, min_rows: int = 2) -> torch.Tensor:
 
 def check_not_constant(Xc: torch.Tensor, X: torch.Tensor, name: str) -> None:
     """Raise if the centred ``Xc`` is zero up to rounding, i.e. every row of ``X`` is the same."""
-    scale = float(torch.linalg.vector_norm(X.to(torch.float64)))
+    scale = float(torch.linalg.vector_norm(X))  # X's precision is plenty for a threshold
+    if not 0 < scale < math.inf:  # over- or underflowed in float32 (or X is 0): in float64
+        scale = float(torch.linalg.vector_norm(X.to(torch.float64)))
     if float(torch.linalg.vector_norm(Xc)) <= 1e-12 * max(scale, 1e-300):
         raise ValueError(
             f"{name} is constant (all {X.shape[0]} rows equal, zero variance after centring); "

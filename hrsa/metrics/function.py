@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from sklearn.preprocessing import StandardScaler, normalize as l2_normalize
 
 from . import Metric
 from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, warn
+
+if TYPE_CHECKING:
+    from ..resampling import TextResampling
 
 __all__ = ["LinearProbeTransfer", "LinearPredictivity", "METRICS"]
 
@@ -130,6 +133,34 @@ class LinearProbeTransfer(Metric):
         clf.fit(F[train], self.labels[train])
         acc = {s: float(clf.score(F[self.index[s]], self.labels[self.index[s]])) for s in _SPLITS}
         return _ProbePrep(F, clf, acc)
+
+    def strata(self) -> np.ndarray:
+        """``(n,)``: ``"{split}/{label}"`` of each row, the strata of a bootstrap that keeps
+        the size and class balance of every split."""
+        out = np.empty(self.labels.size, dtype=object)
+        for s in _SPLITS:
+            out[self.index[s]] = [f"{s}/{y}" for y in self.labels[self.index[s]]]
+        return out.astype(str)
+
+    def score_resampled(self, prep_x: _ProbePrep, prep_y: _ProbePrep,
+                        resampling: TextResampling) -> list[dict[str, float]]:
+        """Accuracies of the frozen probe (fitted once on the full train split) in every
+        replicate: ``sum_i w_bi c_i / sum_i w_bi`` over each split's rows, ``c_i`` whether
+        row ``i`` is classified correctly on X (self) or Y (direct). The interval is
+        conditional on the fitted probe; resample rows within split and class
+        (:func:`hrsa.uncertainty.stratified_resampling`) so that no split is left empty."""
+        check_pair(prep_x, prep_y, same_d=True, why="linear_probe_transfer (direct transfer)")
+        W = resampling.counts[:, resampling.units]  # (B, n)
+        correct = {readout: prep_x.classifier.predict(p.F) == self.labels
+                   for readout, p in (("self", prep_x), ("direct", prep_y))}
+        acc = {}
+        for readout, c in correct.items():
+            for s in _SPLITS:
+                rows = self.index[s]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    acc[f"{readout}_{s}"] = W[:, rows] @ c[rows] / W[:, rows].sum(axis=1)
+        return [{**{k: float(v[b]) for k, v in acc.items()},
+                 "similarity": float(acc["direct_test"][b])} for b in range(W.shape[0])]
 
     def score(self, prep_x: _ProbePrep, prep_y: _ProbePrep) -> dict[str, float]:
         check_pair(prep_x, prep_y, same_d=True, why="linear_probe_transfer (direct transfer)")

@@ -21,8 +21,8 @@ Local geometry
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from sklearn.neighbors import kneighbors_graph
 
 from . import Metric
 from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, subsample_indices, warn
+
+if TYPE_CHECKING:
+    from ..resampling import TextResampling
 
 __all__ = ["LinearCKA", "DebiasedCKA", "RBFCKA", "KNNOverlap", "RSA", "Procrustes", "Geodesic",
            "METRICS"]
@@ -66,7 +69,7 @@ class _LinearPrep:
 def _linear_prep(X: Any, name: str, min_rows: int = 2) -> _LinearPrep:
     Xc = centred_input(X, name, min_rows)
     n, d = Xc.shape
-    row_sq = Xc.square().sum(dim=1)
+    row_sq = torch.einsum("nd,nd->n", Xc, Xc)  # no (n, d) temporary
     if n < d:
         return _LinearPrep((n, d), None, Xc @ Xc.T, row_sq)
     return _LinearPrep((n, d), Xc, None, row_sq)
@@ -88,6 +91,33 @@ def _self_sq(p: _LinearPrep) -> torch.Tensor:
     """``||Xc^T Xc||_F^2`` in the cheaper form (``d x d`` or ``n x n``)."""
     M = p.K if p.K is not None else p.Xc.T @ p.Xc
     return torch.linalg.matrix_norm(M).square()
+
+
+def _resampled_hsic(px: _LinearPrep, py: _LinearPrep,
+                    resampling: TextResampling) -> np.ndarray:
+    r"""``(B,)``: ``||C_b||_F^2`` for every bootstrap replicate, ``C_b`` the centred cross product
+    of the replicate's rows (duplicates kept) with row weights ``w_b``, ``N_b = sum_i w_bi``.
+
+    Feature form (both stored as ``Xc``): ``C_b = A_b - s_x s_y^T / N_b`` with
+    ``A_b = sum_i w_bi x_i y_i^T`` and ``s_x = sum_i w_bi x_i`` (``TextResampling.cross`` and
+    ``.sums``). Gram form (``n < d``): with ``K, L`` the centred Grams,
+    ``||C_b||^2 = w^T (K*L) w - (2/N) sum_i w_i (Kw)_i (Lw)_i + (w^T K w)(w^T L w) / N^2``.
+    """
+    N = torch.as_tensor(resampling.sizes(), dtype=torch.float64, device=px.row_sq.device)
+    if px.Xc is not None and py.Xc is not None:
+        sx, sy = resampling.sums(px.Xc), resampling.sums(py.Xc)
+        out = torch.zeros_like(N)
+        for reps, cols, A in resampling.cross(px.Xc, py.Xc):
+            C = A - sx[reps, :, None] * (sy[reps, cols] / N[reps, None])[:, None, :]
+            out[reps] += C.square().sum(dim=(1, 2))
+        return out.cpu().numpy()
+    K, L = px.gram(), py.gram()
+    W = torch.as_tensor(resampling.counts[:, resampling.units], dtype=torch.float64,
+                        device=K.device)  # (B, n)
+    KW, LW = W @ K, W @ L  # (B, n): rows (K w_b)^T, K symmetric
+    hsic = ((W @ (K * L)) * W).sum(1) - 2 / N * (W * KW * LW).sum(1) \
+        + (KW * W).sum(1) * (LW * W).sum(1) / N.square()
+    return hsic.cpu().numpy()
 
 
 def _check_grid(preps_x, preps_y, same_d: bool = False, why: str = "") -> None:
@@ -167,7 +197,11 @@ def _cross_sq_all(lx: list[_LinearPrep], ly: list[_LinearPrep], block_mb: float 
             del Ycat
             start = stop
         return C
-    rows = max(1, min(n, budget // ((Lx + Ly) * n)))
+    # panel height: within the budget, and at most about n / 16 rows (at least 64): the GEMMs
+    # also compute the lower half of each diagonal block, n^2 / (2 P) extra entries for P
+    # panels, i.e. 1/P more than the upper triangle's n^2 / 2 (a GEMM of 64 rows and more
+    # runs at the speed of a large one; thinner panels also keep the inner products in cache)
+    rows = max(1, min(n, budget // ((Lx + Ly) * n), max(64, -(-n // 16))))
     buf = torch.empty((Lx + Ly) * rows * n, dtype=torch.float64, device=device)
     self_sq = torch.zeros(Lx + Ly, dtype=torch.float64, device=device)
     for r0 in range(0, n, rows):
@@ -191,10 +225,18 @@ def _cross_sq_all(lx: list[_LinearPrep], ly: list[_LinearPrep], block_mb: float 
 @dataclass
 class _CKAPrep:
     """``lin`` and the self term; for ``cka`` the self term ``||Xc^T Xc||_F^2`` is computed on
-    first use (``score``), or taken from the Gram blocks by ``score_all``."""
+    first use (``score``), or taken from the Gram blocks by ``score_all``; likewise the self
+    terms of the bootstrap replicates of one resampling (``resampled_self``)."""
 
     lin: _LinearPrep
     self_hsic: float | None
+    _resampled: tuple = field(default=(None, None), repr=False)
+
+    def resampled_self(self, resampling: TextResampling) -> np.ndarray:
+        """``(B,)``: ``||C_b||_F^2`` of this layer against itself in every replicate."""
+        if self._resampled[0] is not resampling:
+            self._resampled = (resampling, _resampled_hsic(self.lin, self.lin, resampling))
+        return self._resampled[1]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -254,6 +296,18 @@ class LinearCKA(Metric):
         sx = np.array([p.self_term() for p in preps_x])
         sy = np.array([p.self_term() for p in preps_y])
         return cross / np.sqrt(sx[:, None] * sy[None, :])
+
+    def score_resampled(self, prep_x: _CKAPrep, prep_y: _CKAPrep,
+                        resampling: TextResampling) -> list[float]:
+        """Every bootstrap replicate exactly, from weighted moments (see
+        ``Metric.score_resampled``): ``HSIC_b = ||C_b||_F^2`` with the replicate's centred
+        cross product ``C_b`` (:func:`_resampled_hsic`); the self terms are computed once
+        per prepared layer and cached in it."""
+        check_pair(prep_x, prep_y)
+        py = prep_y.lin.to(prep_x.lin.row_sq.device)
+        cross = _resampled_hsic(prep_x.lin, py, resampling)
+        selfs = [p.resampled_self(resampling) for p in (prep_x, prep_y)]
+        return (cross / np.sqrt(selfs[0] * selfs[1])).tolist()
 
 
 def _unbiased_hsic(cross_sq: float, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -461,27 +515,52 @@ class KNNOverlap(Metric):
         if zero:
             raise ValueError(f"{name} has {zero} all-zero rows; their cosine neighbours are undefined")
         Z = X / norms
-        rows = max(1, int(self.block_mb * 2**20 // (n * Z.element_size())))
+        rows = min(n, max(1, int(self.block_mb * 2**20 // (n * Z.element_size()))))
         idx = torch.empty((n, k_max), dtype=torch.int64, device=Z.device)
+        # one similarity block and one top-k value buffer, reused (no fresh pages per block)
+        block = torch.empty(rows * n, dtype=Z.dtype, device=Z.device)
+        top = torch.empty(rows * k_max, dtype=Z.dtype, device=Z.device)
         for start in range(0, n, rows):
             stop = min(start + rows, n)
-            S = Z[start:stop] @ Z.T
-            S[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf
-            idx[start:stop] = S.topk(k_max, dim=1).indices
-            del S
+            S = torch.mm(Z[start:stop], Z.T, out=block[:(stop - start) * n].view(-1, n))
+            S[:, start:stop].diagonal().fill_(-torch.inf)  # a row is not its own neighbour
+            torch.topk(S, k_max, dim=1, out=(top[:(stop - start) * k_max].view(-1, k_max),
+                                             idx[start:stop]))
         return _NeighbourPrep(idx, tuple(X.shape))
 
     def score(self, prep_x: _NeighbourPrep, prep_y: _NeighbourPrep) -> float | dict[str, float]:
+        return self._result(self._row_jaccard(prep_x, prep_y).mean(dim=0).tolist())
+
+    def score_resampled(self, prep_x: _NeighbourPrep, prep_y: _NeighbourPrep,
+                        resampling: TextResampling) -> list[float | dict[str, float]]:
+        """Replicate ``b``: the mean of the rows' Jaccard indices weighted by how often
+        their text was drawn, ``sum_i w_bi J_i / N_b``, with the FULL sample's neighbour
+        sets. This is not the score recomputed on the replicate's rows (there a duplicated
+        text's rows are each other's nearest neighbours, which inflates the overlap): the
+        interval holds the neighbour sets fixed and captures which texts are averaged,
+        not how the neighbour sets would change with the sample (docs/uncertainty.md)."""
+        J = self._row_jaccard(prep_x, prep_y)  # (n, len(ks))
+        N = torch.as_tensor(resampling.sizes(), dtype=torch.float64, device=J.device)
+        means = resampling.sums(J) / N[:, None]
+        return [self._result(row) for row in means.tolist()]
+
+    def _row_jaccard(self, prep_x: _NeighbourPrep, prep_y: _NeighbourPrep) -> torch.Tensor:
+        """``(n, len(ks))`` float64: ``|A_i & B_i| / |A_i | B_i|`` of every row at every k."""
         check_pair(prep_x, prep_y)
         iy = prep_y.idx.to(prep_x.idx.device)
-        out = {}
+        out = []
         for k in self.ks:
             both = torch.cat([prep_x.idx[:, :k], iy[:, :k]], dim=1).sort(dim=1).values
             inter = (both[:, 1:] == both[:, :-1]).sum(dim=1).to(torch.float64)
-            out[f"k={k}"] = float((inter / (2 * k - inter)).mean())
+            out.append(inter / (2 * k - inter))
+        return torch.stack(out, dim=1)
+
+    def _result(self, values: list[float]) -> float | dict[str, float]:
+        """``score``'s format for one value per k: a float, or a dict keyed ``"k=..."``."""
         if not self.multi:
-            return out[f"k={self.ks[0]}"]
-        return {**out, "similarity": out[f"k={self.ks[0]}"]}
+            return values[0]
+        out = {f"k={k}": v for k, v in zip(self.ks, values)}
+        return {**out, "similarity": values[0]}
 
     def chance(self, d: int | None = None, n: int | None = None, k: int | None = None) -> float:
         """Expected Jaccard of two independent uniform k-subsets of the ``n - 1`` other rows.
