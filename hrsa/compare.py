@@ -7,7 +7,6 @@ prepared once per metric, whatever the number of pairs it enters.
 
 from __future__ import annotations
 
-import inspect
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -371,9 +370,9 @@ def _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress,
             results = [[res[r] for res in per_pair] for r in range(n_out)]
         elif mode == "all" and _has_batched_scores(metric):
             grid = metric.score_all(
-                [_prepare(metric, _layer(xa, i), f"a layer {int(xa.layer[i])}")
+                [metrics_mod.prepare(metric, _layer(xa, i), f"a layer {int(xa.layer[i])}")
                  for i in range(xa.sizes["layer"])],
-                [_prepare(metric, _layer(xb, j), f"b layer {int(xb.layer[j])}")
+                [metrics_mod.prepare(metric, _layer(xb, j), f"b layer {int(xb.layer[j])}")
                  for j in range(xb.sizes["layer"])])
             results = [[float(grid[i, j]) for i, j in index_pairs]]
             bar.update(len(index_pairs))
@@ -421,23 +420,15 @@ def _score_metric(metric, xa, xb, flat, bar, score: Callable) -> list:
     for p, (i, _) in enumerate(flat):
         by_a.setdefault(i, []).append(p)
     for i, positions in by_a.items():
-        prep_a = _prepare(metric, _layer(xa, i), f"a layer {int(xa.layer[i])}")
+        prep_a = metrics_mod.prepare(metric, _layer(xa, i), f"a layer {int(xa.layer[i])}")
         for p in positions:
             j = flat[p][1]
             if j not in prepared_b:
-                prepared_b[j] = _prepare(metric, _layer(xb, j), f"b layer {int(xb.layer[j])}")
+                prepared_b[j] = metrics_mod.prepare(metric, _layer(xb, j),
+                                                    f"b layer {int(xb.layer[j])}")
             results[p] = score(prep_a, prepared_b[j])
             bar.update(1)
     return results
-
-
-def _prepare(metric, X: torch.Tensor, label: str) -> Any:
-    """``metric.prepare(X, label)``; a user's metric whose prepare takes only X works too."""
-    try:
-        inspect.signature(metric.prepare).bind(X, label)
-    except TypeError:
-        return metric.prepare(X)
-    return metric.prepare(X, label)
 
 
 def _layer(da: xr.DataArray, i: int) -> torch.Tensor:

@@ -27,7 +27,6 @@ Public API: :func:`bootstrap_indices`, :func:`bootstrap_draws`, :func:`permutati
 from __future__ import annotations
 
 import hashlib
-import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -205,20 +204,13 @@ def p_value(null: np.ndarray, observed: np.ndarray, axis: int = 0) -> np.ndarray
 
 def _call(metric: Any, X: np.ndarray, Y: np.ndarray) -> float:
     if hasattr(metric, "prepare") and hasattr(metric, "score"):
-        value = metric.score(_prepare(metric, X, "X"), _prepare(metric, Y, "Y"))
+        value = metric.score(metrics_mod.prepare(metric, X, "X"),
+                             metrics_mod.prepare(metric, Y, "Y"))
     else:
         value = metric(X, Y)
     if isinstance(value, dict):
         value = value["similarity"]
     return float(value)
-
-
-def _prepare(metric, X, label):
-    try:
-        inspect.signature(metric.prepare).bind(X, label)
-    except TypeError:
-        return metric.prepare(X)
-    return metric.prepare(X, label)
 
 
 def bootstrap_metric(metric: Any, X: Any, Y: Any, *, units: np.ndarray | None = None,
@@ -249,7 +241,8 @@ def bootstrap_metric(metric: Any, X: Any, Y: Any, *, units: np.ndarray | None = 
     if metrics_mod.supports_resampling(metric):
         resampling = TextResampling.from_draws(
             units, bootstrap_draws(len(np.unique(units)), n_boot, seed))
-        reps = metric.score_resampled(_prepare(metric, X, "X"), _prepare(metric, Y, "Y"),
+        reps = metric.score_resampled(metrics_mod.prepare(metric, X, "X"),
+                                      metrics_mod.prepare(metric, Y, "Y"),
                                       resampling)
         reps = np.array([r["similarity"] if isinstance(r, dict) else r for r in reps])
     else:
@@ -351,13 +344,12 @@ def add_to_comparison(ds: xr.Dataset, rows_a: xr.DataArray, rows_b: xr.DataArray
             raise ValueError(f"a text-level bootstrap needs at least 2 texts with rows, got "
                              f"{n_units}")
         draws = bootstrap_draws(n_units, bootstrap, seed)
-        counts = TextResampling.from_draws(units, draws).counts
-        reps = _replicates(rows_a, rows_b, metric_objs, score, score_replicates, counts,
-                           "bootstrap", progress)
+        reps = _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
+                           TextResampling.from_draws(units, draws), "bootstrap", progress)
         jackknife = None
         if ci_method == "bca":
             jackknife = _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
-                                    jackknife_resampling(units, seed).counts, "jackknife",
+                                    jackknife_resampling(units, seed), "jackknife",
                                     progress)
         ds = add_intervals(ds, reps, ci=ci, keep_replicates=keep_replicates,
                            jackknife=jackknife)
@@ -440,22 +432,21 @@ def stratified_resampling(strata: np.ndarray, n_boot: int, seed: int) -> TextRes
     return TextResampling(np.arange(strata.size), counts)
 
 
-def _replicates(rows_a, rows_b, metric_objs, score, score_replicates, counts: np.ndarray,
-                what: str, progress) -> list[xr.Dataset]:
-    """One Dataset per row of ``counts: (R, m)`` (how often each text, in sorted order,
-    enters each replicate): scored from the full rows by metrics that support it,
-    recomputed on the replicate's rows (each text repeated ``count`` times) by the others."""
+def _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
+                resampling: TextResampling, what: str, progress) -> list[xr.Dataset]:
+    """One Dataset per replicate of ``resampling`` (on the texts of ``rows_a``, codes in
+    sorted order): scored from the full rows by metrics that support it, recomputed on the
+    replicate's rows (each text repeated ``count`` times) by the others."""
     row_dim = rows_a.dims[1]
-    units = row_units(rows_a)
+    counts = resampling.counts
     direct = [m for m in metric_objs if metrics_mod.supports_resampling(m)]
     recomputed = [m for m in metric_objs if not metrics_mod.supports_resampling(m)]
     reps = [xr.Dataset() for _ in range(len(counts))]
     tally = _WarningTally(f"{what} replicates")
     if direct:
-        _, codes = np.unique(units, return_inverse=True)
-        reps = tally.run(score_replicates, direct, TextResampling(codes, counts))
+        reps = tally.run(score_replicates, direct, resampling)
     if recomputed:
-        groups = _rows_by_unit(units)
+        groups = _rows_by_unit(resampling.units)
         for r, u in enumerate(tqdm(counts, desc=f"{what} (recomputed metrics)",
                                    disable=not progress, unit="rep")):
             idx = np.concatenate([groups[t] for t in np.repeat(np.arange(len(groups)),

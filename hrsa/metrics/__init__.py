@@ -19,12 +19,13 @@ A metric compares two representations of the same ``n`` inputs, ``X: (n, d1)`` a
 (representation / geometry / function) is defined by its invariances, declared in
 ``Metric.invariances`` and checked by the tests.
 
-Public API: ``Metric``, ``register``, ``get``, ``available``, ``chance``,
+Public API: ``Metric``, ``register``, ``get``, ``available``, ``chance``, ``prepare``,
 ``supports_resampling``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -37,8 +38,8 @@ from ._util import as_matrix, check_pair
 if TYPE_CHECKING:
     from ..resampling import TextResampling
 
-__all__ = ["Metric", "register", "get", "available", "chance", "supports_resampling", "LEVELS",
-           "INVARIANCES"]
+__all__ = ["Metric", "register", "get", "available", "chance", "prepare", "supports_resampling",
+           "LEVELS", "INVARIANCES"]
 
 LEVELS = ("representation", "geometry", "function")
 INVARIANCES = frozenset(
@@ -250,6 +251,16 @@ def available(level: str | None = None) -> list[str]:
     if level is not None and level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS} or None, got {level!r}")
     return [n for n, e in _REGISTRY.items() if level is None or e.level == level]
+
+
+def prepare(metric: Metric, X: Any, name: str = "X") -> Any:
+    """``metric.prepare(X, name)``; a user's metric whose ``prepare`` takes only ``X`` works
+    too."""
+    try:
+        inspect.signature(metric.prepare).bind(X, name)
+    except TypeError:
+        return metric.prepare(X)
+    return metric.prepare(X, name)
 
 
 def supports_resampling(metric: Metric) -> bool:
