@@ -91,11 +91,15 @@ def knn_data(n: int, d: int) -> np.ndarray:
     return X
 
 
-def probe_texts(n_texts: int) -> tuple[list[str], list[str]]:
+def probe_texts(n_texts: int | None) -> tuple[list[str], list[str]]:
+    """The reuters and wordnet_nouns probe texts with their labels, repeated up to
+    ``n_texts`` (None: each text once)."""
     from hrsa import probes
     t1, l1 = probes.load("reuters")
     t2, l2 = probes.load("wordnet_nouns")
     texts, labels = t1 + t2, [f"reuters:{x}" for x in l1] + [f"wordnet:{x}" for x in l2]
+    if n_texts is None:
+        return texts, labels
     while len(texts) < n_texts:
         texts, labels = texts + texts, labels + labels
     return texts[:n_texts], labels[:n_texts]

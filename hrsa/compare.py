@@ -7,6 +7,7 @@ prepared once per metric, whatever the number of pairs it enters.
 
 from __future__ import annotations
 
+import collections
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from . import metrics as metrics_mod
 from . import distributed, presets, uncertainty
 from .capture import text_hash, validate_texts
+from .models import default_device
 from .presets import UNSET
 from .resampling import TextResampling
 from .threads import limit_threads
@@ -102,7 +104,10 @@ def compare(
         keep_replicates: also keep ``{name}_boot`` (dim ``bootstrap`` first), which
             :func:`hrsa.difference` needs.
         **capture_options: passed to :func:`hrsa.capture` (``layers``, ``batch_size``,
-            ``attention``, ``device``, ``dtype``, ``exclude_first_token``, ...).
+            ``attention``, ``device``, ``dtype``, ``exclude_first_token``, ...). The
+            metrics run on the same device: a CUDA ``device`` (the default when torch sees
+            a GPU) scores every layer on the GPU in float32/float64, anything else on the
+            CPU; the probe (scikit-learn) always runs on the CPU.
 
     Returns:
         ``xarray.Dataset``; see docs/design.md and docs/metrics.md for the variables.
@@ -137,6 +142,7 @@ def _resolve(preset: str, *, metrics, capture_options: dict, **given) -> dict:
     if opts["pairs"] not in PAIRS:
         raise ValueError(f"pairs must be one of {PAIRS}, got {opts['pairs']!r}")
     opts["metric_objs"] = resolve_metrics(opts["metrics"])
+    opts["metric_device"] = metric_device(capture_options.get("device"))
     unknown = set(opts["final_layer_only"]) - {m.name for m in opts["metric_objs"]} - {"probe"}
     if unknown:
         raise ValueError(f"final_layer_only names {sorted(unknown)}, which are neither among "
@@ -144,6 +150,14 @@ def _resolve(preset: str, *, metrics, capture_options: dict, **given) -> dict:
     opts["capture_options"] = {**capture_options, "attention": opts["attention"]}
     opts["preset"] = preset
     return opts
+
+
+def metric_device(device: str | torch.device | None) -> torch.device:
+    """Where the metrics run for a capture on ``device``: that GPU for a CUDA device (None:
+    the default GPU when torch sees one), else the CPU (float64 metrics need a device that
+    has float64)."""
+    device = default_device() if device is None else torch.device(device)
+    return device if device.type == "cuda" else torch.device("cpu")
 
 
 def _views(pooling: str | None, labels) -> tuple:
@@ -160,18 +174,20 @@ def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, opts: dic
     rows_a, rows_b = _align_rows(acts_a[0], acts_b[0], opts["max_tokens"], opts["seed"])
     if acts_a[0].chunks is None and acts_b[0].chunks is None:
         ds = _score(opts["metric_objs"], rows_a, rows_b, opts["pairs"],
-                    opts["final_layer_only"], progress)
+                    opts["final_layer_only"], progress, opts["metric_device"])
     else:  # dask-backed (hrsa.store): never all rows in memory at once
         ds = _score_chunked(acts_a[0], acts_b[0], rows_a, rows_b, opts, progress)
     unc = opts.get("uncertainty") or {}
     if unc.get("bootstrap") or unc.get("permutations"):
         grid = (opts["pairs"], opts["final_layer_only"])
+        device = opts["metric_device"]
 
         def rescore(metric_objs: list, xa: xr.DataArray, xb: xr.DataArray) -> xr.Dataset:
-            return _score(metric_objs, xa, xb, *grid, False)
+            return _score(metric_objs, xa, xb, *grid, False, device)
 
         def replicates(metric_objs: list, resampling: TextResampling) -> list[xr.Dataset]:
-            return score_replicates(metric_objs, rows_a, rows_b, *grid, progress, resampling)
+            return score_replicates(metric_objs, rows_a, rows_b, *grid, progress, resampling,
+                                    device)
 
         ds = uncertainty.add_to_comparison(
             ds, rows_a, rows_b, opts["metric_objs"], rescore, replicates,
@@ -210,7 +226,7 @@ def _score_chunked(xa: xr.DataArray, xb: xr.DataArray, rows_a: xr.DataArray,
                          "not available for dask-backed activations (hrsa.store): compare "
                          "loaded arrays (acts.load()) or a subsample (acts.isel(token=...))")
     return score_chunked(opts["metric_objs"], xa, xb, rows_a, rows_b, opts["pairs"],
-                         opts["final_layer_only"], progress)
+                         opts["final_layer_only"], progress, opts["metric_device"])
 
 
 def resolve_metrics(metrics: Sequence) -> list[metrics_mod.Metric]:
@@ -329,22 +345,27 @@ def _depth(da: xr.DataArray) -> np.ndarray:
     return da.depth.values if "depth" in da.coords else np.linspace(0, 1, da.sizes["layer"])
 
 
-def _score(metric_objs, xa, xb, pairs, final_layer_only, progress) -> xr.Dataset:
+def _score(metric_objs, xa, xb, pairs, final_layer_only, progress,
+           device: torch.device = torch.device("cpu")) -> xr.Dataset:
     """Every metric on every layer pair it needs (``pairs``, or the final pair for those in
-    ``final_layer_only``), each layer prepared once per metric."""
-    return _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress, None)[0]
+    ``final_layer_only``), each layer prepared once per metric, on ``device``."""
+    return _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress, None,
+                        device)[0]
 
 
 def score_replicates(metric_objs, xa, xb, pairs, final_layer_only, progress,
-                     resampling: TextResampling) -> list[xr.Dataset]:
+                     resampling: TextResampling,
+                     device: torch.device = torch.device("cpu")) -> list[xr.Dataset]:
     """As :func:`_score`, for each of the ``B`` bootstrap replicates of ``resampling``
     (metrics with ``score_resampled`` only): ``B`` Datasets, each layer prepared once on
     the full rows."""
-    return _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress, resampling)
+    return _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress, resampling,
+                        device)
 
 
 def _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress,
-                 resampling: TextResampling | None) -> list[xr.Dataset]:
+                 resampling: TextResampling | None,
+                 device: torch.device) -> list[xr.Dataset]:
     """One Dataset of scores, or with ``resampling`` one per replicate."""
     grids = {}
     for mode in {pairs, "final"}:
@@ -366,18 +387,20 @@ def _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress,
             continue
         if resampling is not None:
             per_pair = _score_metric(metric, xa, xb, index_pairs, bar, lambda px, py, m=metric:
-                                     m.score_resampled(px, py, resampling))
+                                     m.score_resampled(px, py, resampling), device)
             results = [[res[r] for res in per_pair] for r in range(n_out)]
         elif mode == "all" and _has_batched_scores(metric):
             grid = metric.score_all(
-                [metrics_mod.prepare(metric, _layer(xa, i), f"a layer {int(xa.layer[i])}")
+                [metrics_mod.prepare(metric, _layer(xa, i, device),
+                                     f"a layer {int(xa.layer[i])}")
                  for i in range(xa.sizes["layer"])],
-                [metrics_mod.prepare(metric, _layer(xb, j), f"b layer {int(xb.layer[j])}")
+                [metrics_mod.prepare(metric, _layer(xb, j, device),
+                                     f"b layer {int(xb.layer[j])}")
                  for j in range(xb.sizes["layer"])])
             results = [[float(grid[i, j]) for i, j in index_pairs]]
             bar.update(len(index_pairs))
         else:
-            results = [_score_metric(metric, xa, xb, index_pairs, bar, metric.score)]
+            results = [_score_metric(metric, xa, xb, index_pairs, bar, metric.score, device)]
         chance = _chance(metric, n=xa.sizes[xa.dims[1]], d=d_a)
         for out, res in zip(variables, results):
             new = _to_variables(metric, res, list(np.ndindex(*shape)), dims, coords, shape,
@@ -411,28 +434,36 @@ def _chance(metric, n: int, d: int) -> float | list[float] | None:
     return None if value is None else float(value)
 
 
-def _score_metric(metric, xa, xb, flat, bar, score: Callable) -> list:
+def _score_metric(metric, xa, xb, flat, bar, score: Callable,
+                  device: torch.device = torch.device("cpu")) -> list:
     """``score(prep_a, prep_b)`` of one metric for the layer-index pairs ``flat``, preparing
-    each layer once and dropping a's preparations as soon as their last pair is scored."""
+    each layer once on ``device`` and dropping each preparation as soon as its last pair is
+    scored."""
     prepared_b: dict[int, Any] = {}
+    uses_b = collections.Counter(j for _, j in flat)
     results: list = [None] * len(flat)
     by_a: dict[int, list[int]] = {}
     for p, (i, _) in enumerate(flat):
         by_a.setdefault(i, []).append(p)
     for i, positions in by_a.items():
-        prep_a = metrics_mod.prepare(metric, _layer(xa, i), f"a layer {int(xa.layer[i])}")
+        prep_a = metrics_mod.prepare(metric, _layer(xa, i, device),
+                                     f"a layer {int(xa.layer[i])}")
         for p in positions:
             j = flat[p][1]
             if j not in prepared_b:
-                prepared_b[j] = metrics_mod.prepare(metric, _layer(xb, j),
+                prepared_b[j] = metrics_mod.prepare(metric, _layer(xb, j, device),
                                                     f"b layer {int(xb.layer[j])}")
             results[p] = score(prep_a, prepared_b[j])
+            uses_b[j] -= 1
+            if not uses_b[j]:
+                del prepared_b[j]
             bar.update(1)
     return results
 
 
-def _layer(da: xr.DataArray, i: int) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(da.isel(layer=i).values))
+def _layer(da: xr.DataArray, i: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """Layer ``i`` of ``da`` as a ``(rows, feature)`` tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(da.isel(layer=i).values)).to(device)
 
 
 def _to_variables(metric, results, positions, dims, coords, shape,
@@ -540,6 +571,7 @@ def _provenance(xa, xb, texts, instruction, opts: dict) -> dict:
                               default=str),
         "probe": json.dumps(opts["probe"], sort_keys=True, default=str),
         "capture_options": json.dumps(opts["capture_options"], sort_keys=True, default=str),
+        "metric_device": str(opts["metric_device"]),
         "hrsa_version": __version__,
     }
 

