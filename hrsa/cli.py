@@ -108,7 +108,8 @@ def _add_text_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_capture_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="texts per forward (default: 32 on CPU, a 65,536-token budget on GPU)")
     p.add_argument("--attention", choices=["auto", "causal", "bidirectional"], default=None,
                    help="default: the preset's (auto = the model's native mode)")
     p.add_argument("--device", default=None)
