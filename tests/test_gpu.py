@@ -98,3 +98,25 @@ def test_gpu_batches_keep_a_token_budget():
     cpu = length_batches(lengths, order, None, torch.device("cpu"))
     assert [len(b) for b in cpu[:-1]] == [32] * (len(cpu) - 1)
     assert [len(b) for b in length_batches(lengths, order, 7, torch.device("cuda"))][:2] == [7, 7]
+
+
+def test_knn_similarities_ignore_a_global_tf32_setting(monkeypatch):
+    """k-NN's products run at "highest" float32 precision even under a global "high"
+    (TF32 on CUDA), and the global setting is restored afterwards."""
+    seen = []
+    mm = torch.mm
+
+    def recording_mm(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return mm(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "mm", recording_mm)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        X = torch.randn(200, 16, generator=torch.Generator().manual_seed(0))
+        hrsa.metrics.get("knn_overlap", k=5).prepare(X)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert seen and set(seen) == {"highest"}

@@ -8,8 +8,10 @@ Errors are ``TypeError`` / ``ValueError`` whose message starts with the argument
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ __all__ = [
     "centered",
     "check_not_constant",
     "check_pair",
+    "ieee_float32",
     "subsample_indices",
     "warn",
 ]
@@ -60,6 +63,20 @@ def as_matrix(X: Any, name: str = "X", min_rows: int = 2) -> torch.Tensor:
         if bad:
             raise ValueError(f"{name} has {bad} non-finite entries (NaN or inf) out of {n * d}")
     return X
+
+
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """float32 matrix products in full IEEE precision inside the block, whatever the global
+    setting (``torch.set_float32_matmul_precision("high")`` or ``allow_tf32 = True`` make
+    CUDA use TF32, a 10-bit mantissa that reorders near-tied neighbours); the setting is
+    restored on exit."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def centered(X: torch.Tensor) -> torch.Tensor:

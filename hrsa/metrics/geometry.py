@@ -32,7 +32,8 @@ from scipy.stats import hypergeom, rankdata
 from sklearn.neighbors import kneighbors_graph
 
 from . import Metric
-from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, subsample_indices, warn
+from ._util import (as_matrix, centered, centred_input, check_not_constant, check_pair,
+                    ieee_float32, subsample_indices, warn)
 
 if TYPE_CHECKING:
     from ..resampling import TextResampling
@@ -467,7 +468,8 @@ class KNNOverlap(Metric):
     ``b * n * itemsize <= block_mb`` MB) and only the top-k indices are kept, so memory is
     O(n k + block) and never n x n. Ties at the k-th neighbour are broken by ``torch.topk``
     (implementation-defined; they have probability zero for continuous data). Similarities are
-    computed in the input's precision (float32 for float32 input).
+    computed in the input's precision (float32 for float32 input), in full IEEE float32 on a
+    GPU even where TF32 is enabled globally.
 
     ``X: (n, d1)``, ``Y: (n, d2)``, ``k < n``. Range [0, 1]; chance ``E[I / (2k - I)]`` with
     ``I ~ Hypergeom(n - 1, k, k)`` (about ``k / (2(n-1))`` for small ``k/n``). Invariant to
@@ -520,12 +522,13 @@ class KNNOverlap(Metric):
         # one similarity block and one top-k value buffer, reused (no fresh pages per block)
         block = torch.empty(rows * n, dtype=Z.dtype, device=Z.device)
         top = torch.empty(rows * k_max, dtype=Z.dtype, device=Z.device)
-        for start in range(0, n, rows):
-            stop = min(start + rows, n)
-            S = torch.mm(Z[start:stop], Z.T, out=block[:(stop - start) * n].view(-1, n))
-            S[:, start:stop].diagonal().fill_(-torch.inf)  # a row is not its own neighbour
-            torch.topk(S, k_max, dim=1, out=(top[:(stop - start) * k_max].view(-1, k_max),
-                                             idx[start:stop]))
+        with ieee_float32():
+            for start in range(0, n, rows):
+                stop = min(start + rows, n)
+                S = torch.mm(Z[start:stop], Z.T, out=block[:(stop - start) * n].view(-1, n))
+                S[:, start:stop].diagonal().fill_(-torch.inf)  # a row is not its own neighbour
+                torch.topk(S, k_max, dim=1, out=(top[:(stop - start) * k_max].view(-1, k_max),
+                                                 idx[start:stop]))
         return _NeighbourPrep(idx, tuple(X.shape))
 
     def score(self, prep_x: _NeighbourPrep, prep_y: _NeighbourPrep) -> float | dict[str, float]:
