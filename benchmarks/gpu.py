@@ -10,7 +10,8 @@ saves both with the MiniLM WordPiece tokenizer (``--tokenizer``, default the
 
 1. **breakdown**: capture of both models, then each metric over the 29 matched layers
    through the public metric API on the same device (``prepare`` + ``score``), the probe
-   on the CPU (scikit-learn; every layer, or the final one with ``--probe final``).
+   too (the default preset's torch solver; every layer, or the final one with
+   ``--probe final``).
 2. **case 6**: ``ProcrustesAlignment.from_cross_covariance`` on the cross-covariances of
    the captured layers (29 matched, and all 29 x 29 pairs or ``--case6-pairs`` of them)
    against a bare float32 ``torch.linalg.svd`` of the same matrices on the same device;
@@ -116,21 +117,19 @@ def breakdown(path_a, path_b, texts, labels, device, log, probe: str) -> tuple[d
     times = {"capture (both models)": capture_s}
     log(f"| capture, both models | {fmt_s(capture_s)} | 100% |")
     specs = [(name, dict(params)) for name, params in preset["metrics"]]
-    probe = {**preset["probe"], "labels": labels, "seed": preset["seed"]}
-    for name, params in specs + [("linear_probe_transfer", probe)]:
+    probe_params = {**preset["probe"], "labels": labels, "seed": preset["seed"]}
+    for name, params in specs + [("linear_probe_transfer", probe_params)]:
         metric = get(name, **params)
         xa, xb = (tok_a, tok_b) if metric.level != "function" else (pool_a, pool_b)
-        here = device if metric.level != "function" else torch.device("cpu")
-
         layers = range(xa.sizes["layer"]) if metric.level != "function" or probe == "all" \
             else [xa.sizes["layer"] - 1]
 
-        def run(metric=metric, xa=xa, xb=xb, here=here, layers=layers):
+        def run(metric=metric, xa=xa, xb=xb, layers=layers):
             for i in layers:
-                metric.score(metric.prepare(torch.from_numpy(xa.values[i]).to(here)),
-                             metric.prepare(torch.from_numpy(xb.values[i]).to(here)))
-        label = name if name == "linear_probe_transfer" or not params else \
-            f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+                metric.score(metric.prepare(torch.from_numpy(xa.values[i]).to(device)),
+                             metric.prepare(torch.from_numpy(xb.values[i]).to(device)))
+        label = f"{name} (solver={metric.solver})" if name == "linear_probe_transfer" else \
+            name if not params else f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
         if len(layers) == 1:
             label += " (final layer only)"
         times[label] = timed(run, device)[1]

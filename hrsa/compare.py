@@ -196,7 +196,8 @@ def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, opts: dic
         probe_metric = metrics_mod.get("linear_probe_transfer", labels=list(labels),
                                        **{"seed": opts["seed"], **opts["probe"]})
         pairs = "final" if "probe" in opts["final_layer_only"] else opts["pairs"]
-        probe = _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, progress)[0]
+        device = opts["metric_device"]
+        probe = _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, progress, device=device)[0]
         if unc.get("bootstrap"):
             resampling = uncertainty.stratified_resampling(
                 probe_metric.strata(), unc["bootstrap"], opts["seed"])
@@ -204,9 +205,10 @@ def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, opts: dic
             if unc["ci_method"] == "bca":
                 jackknife = _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, False,
                                    uncertainty.jackknife_resampling(np.arange(len(labels)),
-                                                                    opts["seed"]))
+                                                                    opts["seed"]), device)
             probe = uncertainty.add_intervals(
-                probe, _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, False, resampling),
+                probe, _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, False, resampling,
+                              device),
                 ci=unc["ci"], keep_replicates=unc["keep_replicates"], jackknife=jackknife)
         ds = ds.merge(probe, compat="override", join="exact")
     ds.attrs.update(_provenance(rows_a, rows_b, texts, instruction, opts))
@@ -513,9 +515,11 @@ def metric_attrs(metric) -> dict:
 
 
 def _probe(metric, pooled_a: xr.DataArray, pooled_b: xr.DataArray, pairs, progress,
-           resampling: TextResampling | None = None) -> list[xr.Dataset]:
-    """probe_self / probe_direct (accuracy by split) from mean-pooled text vectors: one
-    Dataset, or with ``resampling`` (rows: the texts) one per bootstrap replicate."""
+           resampling: TextResampling | None = None,
+           device: torch.device = torch.device("cpu")) -> list[xr.Dataset]:
+    """probe_self / probe_direct (accuracy by split) from mean-pooled text vectors, fitted
+    on ``device`` (the torch solver; scikit-learn's on the CPU): one Dataset, or with
+    ``resampling`` (rows: the texts) one per bootstrap replicate."""
     pooled_a, pooled_b = _align_rows(pooled_a, pooled_b, None, 0)
     index_pairs = layer_pairs(_depth(pooled_a), _depth(pooled_b), pairs)
     dims, coords, shape = _pair_coords(pooled_a, pooled_b, index_pairs, pairs)
@@ -523,7 +527,7 @@ def _probe(metric, pooled_a: xr.DataArray, pooled_b: xr.DataArray, pairs, progre
     score = metric.score if resampling is None else (
         lambda px, py: metric.score_resampled(px, py, resampling))
     with tqdm(total=len(index_pairs), desc="probe", disable=not progress, unit="pair") as bar:
-        per_pair = _score_metric(metric, pooled_a, pooled_b, index_pairs, bar, score)
+        per_pair = _score_metric(metric, pooled_a, pooled_b, index_pairs, bar, score, device)
     if resampling is None:
         per_pair = [[res] for res in per_pair]
     base = metric_attrs(metric)

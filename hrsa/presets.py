@@ -36,8 +36,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_tokens": 50_000,
         "seed": 0,
         "final_layer_only": (),
+        # logistic regression (C = 1) solved to its optimum in torch, on the metric device
         "probe": {"classifier": "logistic", "C": 1.0, "splits": (0.8, 0.1, 0.1),
-                  "normalize": False, "standardize": True},
+                  "normalize": False, "standardize": True, "solver": "torch"},
     },
     "paper": {
         # every layer, token level, before any pooling (paper, Protocol)
@@ -58,10 +59,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seed": 42,
         # H_inv on the final layer only; the probe on the last layer (analysis code)
         "final_layer_only": ("procrustes_alignment", "probe"),
-        # mean-pooled, L2-normalised, standardised vectors; logistic regression C = 1;
-        # 80/10/10 stratified splits, seed 42 (analysis code)
+        # mean-pooled, L2-normalised, standardised vectors; scikit-learn's logistic
+        # regression, C = 1; 80/10/10 stratified splits, seed 42 (analysis code)
         "probe": {"classifier": "logistic", "C": 1.0, "splits": (0.8, 0.1, 0.1),
-                  "normalize": True, "standardize": True, "seed": 42},
+                  "normalize": True, "standardize": True, "seed": 42, "solver": "sklearn"},
     },
 }
 

@@ -47,7 +47,8 @@ def many_texts(texts):
 @cuda
 def test_gpu_scores_equal_cpu_scores(tiny_qwen3_dir, many_texts):
     """The same activations scored on the GPU and on the CPU: float64 metrics to 1e-10,
-    identical neighbour sets, and the probe (always on the CPU) identical."""
+    identical neighbour sets, and the probe (the torch solver, fitted on each device) with
+    identical accuracies."""
     acts = hrsa.capture(tiny_qwen3_dir, many_texts, device="cuda", progress=False,
                         exclude_first_token=True).isel(layer=slice(1, None))
     for layer in acts.values:

@@ -220,30 +220,85 @@ def test_linear_predictivity_wide_x_matches_sklearn():
     assert ours == pytest.approx(r2_score(Y, pred), rel=1e-8)
 
 
-@pytest.mark.parametrize("classifier", ["logistic", "ridge"])
-def test_linear_probe_transfer_matches_sklearn_pipeline(classifier):
+def _probe_data(n_classes: int, seed: int = 15, n: int = 300, d: int = 8):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n)
+    X = rng.normal(size=(n, d)) + 1.5 * np.eye(n_classes, d)[labels]
+    Y = 3 * X + rng.normal(size=(n, d)) + 2.0
+    return labels, X, Y
+
+
+def _sklearn_pipeline(labels, X, Y, clf, seed=1):
+    """Splits, per-representation StandardScaler and ``clf`` fitted on X's train rows, as
+    the paper's analysis code does it with scikit-learn."""
     from sklearn.model_selection import train_test_split
 
-    rng = np.random.default_rng(15)
-    n, d = 300, 8
-    labels = rng.integers(0, 3, n)
-    X = rng.normal(size=(n, d)) + 1.5 * np.eye(3, d)[labels]
-    Y = 3 * X + rng.normal(size=(n, d)) + 2.0
-    metric = get("linear_probe_transfer", labels=labels, classifier=classifier, C=0.5, seed=1)
-    out = metric(X, Y)
-
-    idx = np.arange(n)
-    tr, rest = train_test_split(idx, train_size=0.8, stratify=labels, random_state=1)
-    dv, te = train_test_split(rest, train_size=0.5, stratify=labels[rest], random_state=1)
+    idx = np.arange(labels.size)
+    tr, rest = train_test_split(idx, train_size=0.8, stratify=labels, random_state=seed)
+    dv, te = train_test_split(rest, train_size=0.5, stratify=labels[rest], random_state=seed)
     FX = StandardScaler().fit(X[tr]).transform(X)
     FY = StandardScaler().fit(Y[tr]).transform(Y)
-    clf = (LogisticRegression(C=0.5, max_iter=1000) if classifier == "logistic"
-           else RidgeClassifier(alpha=2.0)).fit(FX[tr], labels[tr])
-    for split, rows in (("train", tr), ("dev", dv), ("test", te)):
+    clf.fit(FX[tr], labels[tr])
+    return clf, FX, FY, (("train", tr), ("dev", dv), ("test", te))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("classifier", ["logistic", "ridge"])
+def test_linear_probe_transfer_matches_sklearn_pipeline(classifier, n_classes):
+    labels, X, Y = _probe_data(n_classes)
+    metric = get("linear_probe_transfer", labels=labels, classifier=classifier, C=0.5, seed=1,
+                 solver="sklearn")
+    out = metric(X, Y)
+    clf, FX, FY, splits = _sklearn_pipeline(
+        labels, X, Y, LogisticRegression(C=0.5, max_iter=1000) if classifier == "logistic"
+        else RidgeClassifier(alpha=2.0))
+    for split, rows in splits:
         assert out[f"self_{split}"] == pytest.approx(clf.score(FX[rows], labels[rows]))
         assert out[f"direct_{split}"] == pytest.approx(clf.score(FY[rows], labels[rows]))
     assert out["similarity"] == out["direct_test"]
     assert out["self_test"] > 0.6
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+@pytest.mark.parametrize("classifier", ["logistic", "ridge"])
+def test_torch_probe_reaches_the_sklearn_optimum(classifier, n_classes):
+    """solver="torch": the ridge classifier equals sklearn's closed form; the logistic
+    regression equals sklearn's fitted to a tight tolerance (the objective's optimum),
+    coefficients and intercepts included (sklearn's own default stops earlier)."""
+    import warnings
+
+    labels, X, Y = _probe_data(n_classes, seed=20 + n_classes, d=12)
+    metric = get("linear_probe_transfer", labels=labels, classifier=classifier, C=0.5, seed=1)
+    assert metric.solver == "torch"
+    px = metric.prepare(X)
+    out = metric.score(px, metric.prepare(Y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's lbfgs may warn at tol=1e-12
+        ref = (LogisticRegression(C=0.5, tol=1e-12, max_iter=100_000) if classifier == "logistic"
+               else RidgeClassifier(alpha=2.0))
+        clf, FX, FY, splits = _sklearn_pipeline(labels, X, Y, ref)
+    for split, rows in splits:
+        assert out[f"self_{split}"] == clf.score(FX[rows], labels[rows])
+        assert out[f"direct_{split}"] == clf.score(FY[rows], labels[rows])
+    np.testing.assert_allclose(px.F.numpy(), FX, atol=1e-12)
+    coef, intercept = px.classifier.coef.numpy(), px.classifier.intercept.numpy()
+    tol = 1e-10 if classifier == "ridge" else 1e-4
+    np.testing.assert_allclose(coef, np.atleast_2d(clf.coef_).T,
+                               atol=tol * max(1, np.abs(coef).max()))
+    if classifier == "logistic" and n_classes > 2:  # softmax: intercepts up to a constant
+        intercept, expected = intercept - intercept.mean(), clf.intercept_ - clf.intercept_.mean()
+    else:
+        expected = np.atleast_1d(clf.intercept_)
+    np.testing.assert_allclose(intercept, expected, atol=tol * max(1, np.abs(expected).max()))
+
+
+def test_torch_probe_warns_when_it_does_not_converge():
+    from hrsa.metrics._classifiers import LogisticProbe
+
+    labels, X, _ = _probe_data(3)
+    F = torch.from_numpy(StandardScaler().fit_transform(X))
+    with pytest.warns(RuntimeWarning, match="not converged"):
+        LogisticProbe(np.arange(3), max_iter=2).fit(F, torch.from_numpy(labels))
 
 
 @pytest.mark.parametrize("name,params", [

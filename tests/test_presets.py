@@ -27,7 +27,9 @@ def test_paper_preset_resolves_to_the_published_protocol():
         "dimension_correlation", "procrustes_alignment", "cka", "knn_overlap"}
     assert set(opts["final_layer_only"]) == {"procrustes_alignment", "probe"}
     assert opts["probe"] == {"classifier": "logistic", "C": 1.0, "splits": (0.8, 0.1, 0.1),
-                             "normalize": True, "standardize": True, "seed": 42}
+                             "normalize": True, "standardize": True, "seed": 42,
+                             "solver": "sklearn"}
+    assert presets.resolve("default")["probe"]["solver"] == "torch"
 
 
 def test_explicit_arguments_win_over_the_preset():

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import KFold, train_test_split
-from sklearn.preprocessing import StandardScaler, normalize as l2_normalize
 
 from . import Metric
+from ._classifiers import LogisticProbe, RidgeProbe
 from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, warn
 
 if TYPE_CHECKING:
@@ -31,10 +31,12 @@ _SPLITS = ("train", "dev", "test")
 
 @dataclass
 class _ProbePrep:
-    """Features ``F: (n, d)`` after this representation's own normalisation/standardisation, the
-    classifier fitted on its train split, and its accuracy on its own splits."""
+    """Features ``F: (n, d)`` float64 after this representation's own
+    normalisation/standardisation (a tensor on the input's device for ``solver="torch"``, a
+    numpy array for ``"sklearn"``), the classifier fitted on its train split, and its
+    accuracy on its own splits."""
 
-    F: np.ndarray
+    F: torch.Tensor | np.ndarray
     classifier: Any
     self_acc: dict[str, float]
 
@@ -48,9 +50,17 @@ class LinearProbeTransfer(Metric):
 
     ``labels: (n,)`` are split once, seeded and stratified (sklearn ``train_test_split``), into
     train/dev/test by ``splits``. ``prepare(X)``: optionally L2-normalise rows (``normalize``),
-    standardise with a ``StandardScaler`` fitted on X's own train rows (``standardize``; the
-    scaler is per representation, so ``Y`` is standardised by its own statistics), then fit
-    ``LogisticRegression(C=C)`` or ``RidgeClassifier(alpha=1/C)`` on the train rows.
+    standardise by the mean and standard deviation of X's own train rows (``standardize``, as
+    sklearn's ``StandardScaler``; per representation, so ``Y`` is standardised by its own
+    statistics), then fit a logistic regression with sklearn's ``LogisticRegression(C=C)``
+    objective or ``RidgeClassifier(alpha=1/C)`` on the train rows.
+
+    ``solver="torch"`` (default) fits in torch in float64 on the input's device (a GPU when
+    compare runs there): logistic regression by L-BFGS to ``max|gradient| <= 1e-6``, which
+    reaches the objective's optimum (``hrsa.metrics._classifiers``); ``solver="sklearn"``
+    fits scikit-learn's estimators on the CPU (lbfgs stopping at its default ``tol=1e-4``,
+    about 0.5-1% above the optimum: the paper's analysis code). The ridge classifier is the
+    same closed form in both.
 
     ``score(px, py)`` returns accuracies of px's frozen classifier: ``self_{split}`` on X's
     features, ``direct_{split}`` on Y's, and ``similarity = direct_test``. Needs ``d1 == d2``.
@@ -63,6 +73,8 @@ class LinearProbeTransfer(Metric):
     than the ridge classifier); score O(n d).
     """
 
+    SOLVERS = ("torch", "sklearn")
+
     name = "linear_probe_transfer"
     long_name = "cross-model linear-probe accuracy"
     level = "function"
@@ -71,21 +83,25 @@ class LinearProbeTransfer(Metric):
 
     def __init__(self, labels: Any, classifier: str = "logistic", C: float = 1.0,
                  splits: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
-                 normalize: bool = False, standardize: bool = True) -> None:
+                 normalize: bool = False, standardize: bool = True,
+                 solver: str = "torch") -> None:
         y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
         if y.ndim != 1:
             raise ValueError(f"labels must be 1-D (n,), got shape {y.shape}")
-        classes = np.unique(y)
+        classes, codes = np.unique(y, return_inverse=True)
         if classes.size < 2:
             raise ValueError(f"labels has a single class {classes.tolist()}; a probe needs >= 2")
         if classifier not in ("logistic", "ridge"):
             raise ValueError(f"classifier must be 'logistic' or 'ridge', got {classifier!r}")
+        if solver not in self.SOLVERS:
+            raise ValueError(f"solver must be one of {self.SOLVERS}, got {solver!r}")
         if not C > 0:
             raise ValueError(f"C must be > 0, got {C!r}")
         splits = tuple(float(s) for s in splits)
         if len(splits) != 3 or min(splits) <= 0 or abs(sum(splits) - 1) > 1e-9:
             raise ValueError(f"splits must be three positive fractions summing to 1, got {splits}")
         self.labels, self.classifier, self.C = y, classifier, float(C)
+        self.classes, self.codes, self.solver = classes, torch.from_numpy(codes), solver
         self.splits, self.seed = splits, int(seed)
         self.normalize, self.standardize = bool(normalize), bool(standardize)
         self.index = self._split(y)
@@ -113,7 +129,8 @@ class LinearProbeTransfer(Metric):
         digest = hashlib.sha1(np.ascontiguousarray(self.labels).astype(str).tobytes()).hexdigest()
         return {"classifier": self.classifier, "C": self.C, "splits": list(self.splits),
                 "seed": self.seed, "normalize": int(self.normalize),
-                "standardize": int(self.standardize), "n_labels": int(self.labels.size),
+                "standardize": int(self.standardize), "solver": self.solver,
+                "n_labels": int(self.labels.size),
                 "labels_sha1": digest}
 
     def prepare(self, X: Any, name: str = "X") -> _ProbePrep:
@@ -122,17 +139,38 @@ class LinearProbeTransfer(Metric):
             raise ValueError(f"{name} has {X.shape[0]} rows but labels has {self.labels.size} "
                              "entries; they must match")
         check_not_constant(centered(X), X, name)
-        F = X.cpu().to(torch.float64).numpy()
-        if self.normalize:
-            F = l2_normalize(F)
+        F = self._features(X)
         train = self.index["train"]
-        if self.standardize:
-            F = StandardScaler().fit(F[train]).transform(F)
-        clf = (LogisticRegression(C=self.C, max_iter=1000) if self.classifier == "logistic"
-               else RidgeClassifier(alpha=1.0 / self.C))
-        clf.fit(F[train], self.labels[train])
+        if self.solver == "sklearn":
+            F = F.cpu().numpy()
+            clf = (LogisticRegression(C=self.C, max_iter=1000) if self.classifier == "logistic"
+                   else RidgeClassifier(alpha=1.0 / self.C))
+            clf.fit(F[train], self.labels[train])
+        else:
+            clf = (LogisticProbe(self.classes, C=self.C) if self.classifier == "logistic"
+                   else RidgeProbe(self.classes, alpha=1.0 / self.C))
+            rows = torch.from_numpy(train).to(F.device)
+            clf.fit(F[rows], self.codes.to(F.device)[rows])
         acc = {s: float(clf.score(F[self.index[s]], self.labels[self.index[s]])) for s in _SPLITS}
         return _ProbePrep(F, clf, acc)
+
+    def _features(self, X: torch.Tensor) -> torch.Tensor:
+        """``(n, d)`` float64 probe features of ``X`` on its device: rows L2-normalised
+        (``normalize``; a zero row stays zero), then ``(F - mean) / std`` with both taken
+        over the train rows (``standardize``; std 1 for a column that is constant there, by
+        sklearn's ``StandardScaler`` rule)."""
+        F = X.to(torch.float64)
+        if self.normalize:
+            norms = torch.linalg.vector_norm(F, dim=1, keepdim=True)
+            F = F / torch.where(norms == 0, 1.0, norms)
+        if self.standardize:
+            train = F[torch.from_numpy(self.index["train"]).to(F.device)]
+            n, eps = train.shape[0], torch.finfo(torch.float64).eps
+            mean, var = train.mean(dim=0), train.var(dim=0, correction=0)
+            std = var.sqrt()
+            constant = (var <= n * eps * var + (n * mean * eps) ** 2) | (std < 10 * eps)
+            F = (F - mean) / torch.where(constant, 1.0, std)
+        return F
 
     def strata(self) -> np.ndarray:
         """``(n,)``: ``"{split}/{label}"`` of each row, the strata of a bootstrap that keeps
@@ -151,7 +189,7 @@ class LinearProbeTransfer(Metric):
         (:func:`hrsa.uncertainty.stratified_resampling`) so that no split is left empty."""
         check_pair(prep_x, prep_y, same_d=True, why="linear_probe_transfer (direct transfer)")
         W = resampling.counts[:, resampling.units]  # (B, n)
-        correct = {readout: prep_x.classifier.predict(p.F) == self.labels
+        correct = {readout: prep_x.classifier.predict(_like(p.F, prep_x.F)) == self.labels
                    for readout, p in (("self", prep_x), ("direct", prep_y))}
         acc = {}
         for readout, c in correct.items():
@@ -164,12 +202,21 @@ class LinearProbeTransfer(Metric):
 
     def score(self, prep_x: _ProbePrep, prep_y: _ProbePrep) -> dict[str, float]:
         check_pair(prep_x, prep_y, same_d=True, why="linear_probe_transfer (direct transfer)")
+        F_y = _like(prep_y.F, prep_x.F)
         out = {f"self_{s}": prep_x.self_acc[s] for s in _SPLITS}
         for s in _SPLITS:
             rows = self.index[s]
-            out[f"direct_{s}"] = float(prep_x.classifier.score(prep_y.F[rows], self.labels[rows]))
+            out[f"direct_{s}"] = float(prep_x.classifier.score(F_y[rows], self.labels[rows]))
         out["similarity"] = out["direct_test"]
         return out
+
+
+def _like(F: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """``F`` as the kind of array ``ref`` is (a tensor on ``ref``'s device, or numpy), for
+    a classifier fitted on ``ref``'s features."""
+    if isinstance(ref, torch.Tensor):
+        return torch.as_tensor(F).to(ref.device)
+    return F.cpu().numpy() if isinstance(F, torch.Tensor) else F
 
 
 @dataclass
