@@ -37,6 +37,7 @@ FULL = {
     "cka_qwen": dict(L=29, n=5000, d=1024, sample_pairs=10),
     "dimension_correlation": dict(L=13, n=1500, d=384),
     "procrustes_alignment": dict(L=13, n=1500, d=384),
+    "procrustes_svd": dict(L=29, n=5000, d=1024, sample_pairs=10),
     "knn": dict(n=50_000, d=1024, k=50),
     "capture": dict(n_texts=1000, reps=5),
     "compare": dict(n_texts=1000),
@@ -47,6 +48,7 @@ QUICK = {
     "cka_qwen": dict(L=6, n=1200, d=256, sample_pairs=4),
     "dimension_correlation": dict(L=5, n=500, d=128),
     "procrustes_alignment": dict(L=5, n=500, d=128),
+    "procrustes_svd": dict(L=4, n=1000, d=256, sample_pairs=3),
     "knn": dict(n=5000, d=256, k=50),
     "capture": dict(n_texts=200, reps=3),
     "compare": dict(n_texts=200),
@@ -57,6 +59,7 @@ METHODS = {
     "cka_qwen": ("hrsa", "ckatorch_sample"),
     "dimension_correlation": ("hrsa", "numpy"),
     "procrustes_alignment": ("hrsa", "scipy"),
+    "procrustes_svd": ("hrsa", "svd32", "numpy64"),
     "knn": ("hrsa", "faiss", "sklearn"),
     "capture": ("interleaved",),
     "compare": ("breakdown",),
@@ -79,6 +82,26 @@ def layers(side: str, L: int, n: int, d: int, dtype=np.float64, which=None) -> l
         X = latent @ W + (0.5 + l / L) * 8 * rng.standard_normal((n, d))
         out.append(X.astype(dtype, copy=False))
     return out
+
+
+def cross_covariances(p: dict, outdir: Path) -> list[np.ndarray]:
+    """Float64 ``Xc^T Yc: (d, d)`` of the ``L`` matched layer pairs, then of
+    ``sample_pairs`` seeded random pairs of the ``L x L`` grid (cached in ``outdir``, so that
+    every method of case 6 gets the same matrices)."""
+    path = outdir / "procrustes_svd_M.npy"
+    if path.exists():
+        return list(np.load(path))
+    L, n, d = p["L"], p["n"], p["d"]
+    rng = np.random.default_rng(5)
+    grid = [(i, j) for i in range(L) for j in range(L) if i != j]
+    pairs = [(i, i) for i in range(L)] + [grid[t] for t in rng.choice(len(grid), p["sample_pairs"],
+                                                                       replace=False)]
+    A = layers("a", L, n, d, np.float32, {i for i, _ in pairs})
+    B = layers("b", L, n, d, np.float32, {j for _, j in pairs})
+    centred = lambda X: (X - X.mean(0)).astype(np.float64)  # noqa: E731
+    Ms = np.stack([centred(A[i]).T @ centred(B[j]) for i, j in pairs])
+    np.save(path, Ms)
+    return list(Ms)
 
 
 def knn_data(n: int, d: int) -> np.ndarray:
@@ -224,6 +247,36 @@ def worker(case: str, method: str, p: dict, outdir: Path) -> dict:
         out, sec, grow, peak = measure(run, reps=3)
         np.save(outdir / f"{case}_{method}.npy", out)
         return dict(seconds=sec, growth_mb=grow, peak_mb=peak)
+
+    if case == "procrustes_svd":
+        Ms = cross_covariances(p, outdir)
+        if method == "hrsa":
+            m = get("procrustes_alignment")
+            Mt = [torch.from_numpy(M) for M in Ms]
+
+            def run():
+                return np.array([m.from_cross_covariance(M) for M in Mt])
+        elif method == "svd32":
+            M32 = [torch.from_numpy(M).float() for M in Ms]
+
+            def run():
+                for M in M32:
+                    torch.linalg.svd(M)
+                return np.full(len(M32), np.nan)
+        else:
+            from scipy.special import xlogy
+
+            def run():
+                out = []
+                for M in Ms:
+                    U, _, Vh = np.linalg.svd(M)
+                    P = np.square(U @ Vh)
+                    out.append(1 + xlogy(P, P).sum() / (len(M) * np.log(len(M))))
+                return np.array(out)
+        out, sec, grow, peak = measure(run, reps=3)
+        np.save(outdir / f"{case}_{method}.npy", out)
+        return dict(seconds=sec, growth_mb=grow, peak_mb=peak, n_matched=p["L"],
+                    n_sampled=p["sample_pairs"])
 
     if case == "knn":
         n, d, k = p["n"], p["d"], p["k"]
@@ -497,6 +550,20 @@ def summarise(case, p, res, outdir, notes) -> list[dict]:
                         base_t=fmt_s(res[base]["seconds"]), ratio=f"{ratio:.1f}x",
                         diff=f"{diff:.1e}", mem=f"{mem('hrsa')} / {mem(base)}",
                         target="faster than per pair", met="yes" if ratio > 1 else "no"))
+    elif case == "procrustes_svd":
+        h, ref = load("hrsa"), load("numpy64")
+        L, S = res["hrsa"]["n_matched"], res["hrsa"]["n_sampled"]
+        ratio = res["hrsa"]["seconds"] / res["svd32"]["seconds"]
+        out.append(dict(case=f"procrustes_alignment from cross-covariances, d={p['d']:,}: "
+                             f"{L} matched + {S} random pairs of {L}x{L} (n={p['n']:,})",
+                        hrsa=fmt_s(res["hrsa"]["seconds"]),
+                        base="bare float32 torch.linalg.svd of the same matrices",
+                        base_t=fmt_s(res["svd32"]["seconds"]), ratio=f"hrsa = {ratio:.2f}x svd",
+                        diff=f"{np.abs(h - ref).max():.1e} vs numpy float64 "
+                             f"({fmt_s(res['numpy64']['seconds'])})",
+                        mem=f"{mem('hrsa')} / {mem('svd32')}",
+                        target="hrsa <= 1.2x float32 SVD, H_inv diff <= 1e-5",
+                        met="yes" if ratio <= 1.2 and np.abs(h - ref).max() <= 1e-5 else "no"))
     elif case == "knn":
         h = load("hrsa")
         for base in ("faiss", "sklearn"):

@@ -482,7 +482,9 @@ def evaluate(
     for v, name in enumerate(variants):
         ds = trajectory(base, [str(p) for p in checkpoints[name]], texts, steps=steps,
                         labels=labels, max_tokens=max_tokens, seed=seed,
-                        probe={"classifier": probe_classifier}, progress=progress,
+                        # scikit-learn's fit, as the paper preset and the measured run
+                        probe={"classifier": probe_classifier, "solver": "sklearn"},
+                        progress=progress,
                         device="cpu", batch_size=batch_size)
         ds["weight_distance"] = xr.DataArray(distances[:, v], dims=("checkpoint",), attrs={
             "long_name": "relative weight distance ||theta_b - theta_a|| / ||theta_a||",
