@@ -43,9 +43,22 @@ _HUB_DEFAULT_SPLIT = "test"
 
 
 @functools.lru_cache(maxsize=1)
+def _tasks():
+    """The shipped tasks' folder: the installed ``hrsa.probe_tasks`` package, or, when hrsa
+    runs from a source checkout that was never installed (``PYTHONPATH=.``), the
+    checkout's ``probes/`` folder that the package is built from."""
+    try:
+        return importlib.resources.files(_PACKAGE)
+    except ModuleNotFoundError:
+        source = Path(__file__).resolve().parent.parent / "probes"
+        if not (source / "manifest.json").is_file():
+            raise
+        return source
+
+
+@functools.lru_cache(maxsize=1)
 def _manifest() -> dict[str, Any]:
-    text = importlib.resources.files(_PACKAGE).joinpath("manifest.json").read_text("utf-8")
-    return json.loads(text)
+    return json.loads(_tasks().joinpath("manifest.json").read_text("utf-8"))
 
 
 def available() -> list[str]:
@@ -129,7 +142,7 @@ def load(
                 "and let the probe make its train/dev/test splits"
             )
         entry = _manifest()["tasks"][name_or_path]
-        resource = importlib.resources.files(_PACKAGE).joinpath(entry["file"])
+        resource = _tasks().joinpath(entry["file"])
         source = f"shipped task {name_or_path!r} ({entry['file']})"
         records = _read_jsonl(resource.read_text("utf-8"), source)
         return _validate(records, source, text_field, label_field, None, limit)

@@ -78,6 +78,25 @@ def test_a_prefix_of_a_shipped_task_stays_balanced(name, k):
     assert len(counts) == 4 and max(counts.values()) - min(counts.values()) <= 1
 
 
+def test_shipped_tasks_load_from_a_source_checkout_that_was_never_installed(tmp_path):
+    """``PYTHONPATH=checkout`` (no install, so no ``hrsa.probe_tasks`` package): the tasks come
+    from the checkout's ``probes/`` folder, as on a machine that only has the sources."""
+    import shutil
+
+    for folder in ("hrsa", "probes"):
+        shutil.copytree(ROOT / folder, tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import importlib.util, sys; "  # drop the editable install's finder, if any
+            "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+            "import hrsa.probes as p; "
+            "assert importlib.util.find_spec('hrsa.probe_tasks') is None; "
+            "t, l = p.load('reuters'); print(len(t), p.available())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == str(len(probes.load("reuters")[0]))
+
+
 def test_info_is_a_copy_and_rejects_unknown_names():
     probes.info("reuters")["classes"].append("bogus")
     assert probes.info("reuters")["classes"] == EXPECTED["reuters"]
