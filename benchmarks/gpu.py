@@ -162,7 +162,8 @@ def agreement(tok_a, tok_b, device, n_rows=5000) -> dict:
         diffs.append(abs(knn.score(pa, knn.prepare(Y.to(device)))
                          - knn.score(pb, knn.prepare(Y))))
     out["knn_same_sets"], out["knn_overlap"] = min(same), max(diffs)
-    # rows equal to another row (e.g. every text's first token under causal attention) tie
+    # rows equal to another row (e.g. every text's first token under causal attention) tie;
+    # both devices break those ties by row index
     out["duplicate_rows"] = min(len(rows) - len(np.unique(t.values[i][rows], axis=0))
                                 for t in (tok_a,) for i in layers)
     return out
@@ -284,7 +285,7 @@ def main(argv=None) -> int:
         f"{agree['layers']})")
     log()
     log("Max abs difference of each score, and the share of rows with identical k-NN sets "
-        f"(rows of model a equal to another row, whose ties either may break: "
+        f"(rows of model a equal to another row, whose ties both devices break by row index: "
         f"{agree['duplicate_rows']}):")
     log()
     log("| cka | dimension_correlation | procrustes_alignment | knn_overlap (k=50) | "

@@ -72,6 +72,16 @@ def test_gpu_scores_equal_cpu_scores(tiny_qwen3_dir, many_texts):
 
 
 @cuda
+def test_gpu_breaks_knn_ties_as_the_cpu_does():
+    """Rows with exact copies (ties at cosine 1, which torch.topk orders differently on the
+    two devices): the same neighbour lists, lower row index first among ties."""
+    rng = np.random.default_rng(3)
+    X = torch.from_numpy(rng.standard_normal((50, 32)).astype(np.float32)[rng.integers(0, 50, 3000)])
+    metric = hrsa.metrics.get("knn_overlap", k=(5, 10, 50))
+    np.testing.assert_array_equal(metric.prepare(X.cuda()).idx.cpu(), metric.prepare(X).idx)
+
+
+@cuda
 def test_gpu_bootstrap_equals_cpu_bootstrap(tiny_qwen3_dir, many_texts):
     acts = hrsa.capture(tiny_qwen3_dir, many_texts, device="cuda", progress=False)
     kw = dict(metrics=["cka", "procrustes_alignment"], bootstrap=20, progress=False)

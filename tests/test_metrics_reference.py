@@ -164,6 +164,44 @@ def test_knn_overlap_matches_sklearn_brute_cosine(center):
     assert get("knn_overlap", k=10, center=center)(X, Y) == pytest.approx(ref["k=10"], rel=1e-12)
 
 
+def _copies(n_groups: int = 40, n: int = 800, d: int = 16, seed: int = 1):
+    """``n`` rows, each an exact copy of one of ``n_groups`` Gaussian rows (about 20 copies
+    each: every row's nearest neighbours tie at cosine 1), and the group of each row."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_groups, d)).astype(np.float32)
+    group = rng.integers(0, n_groups, n)
+    return base, group
+
+
+def test_knn_ties_are_broken_by_the_lower_row_index():
+    """Every row's list is ordered by (cosine descending, row index ascending), exactly as a
+    float64 numpy reference with np.lexsort; ties are exact (copies), other gaps wide."""
+    base, group = _copies()
+    X = base[group]
+    idx = get("knn_overlap", k=(5, 30)).prepare(X).idx.numpy()
+    Z = X.astype(np.float64) / np.linalg.norm(X.astype(np.float64), axis=1, keepdims=True)
+    S = Z @ Z.T
+    np.fill_diagonal(S, -np.inf)
+    S[group[:, None] == group[None, :]] = 1.0  # copies: exactly tied (the diagonal stays out)
+    np.fill_diagonal(S, -np.inf)
+    columns = np.arange(len(X))
+    ref = np.stack([np.lexsort((columns, -row))[:30] for row in S])
+    np.testing.assert_array_equal(idx, ref)
+
+
+def test_knn_overlap_of_tied_neighbours_does_not_depend_on_the_rest_of_the_row():
+    """Copies stay copies in Y (a rotated, noisy version of the same groups): the k nearest
+    within a group of tied copies are the same rows in X and Y, so the overlap is 1 at every
+    k below the group size (topk's own order among ties gave about 0.6 at k=5)."""
+    base, group = _copies()
+    rng = np.random.default_rng(2)
+    Q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    Y = (base @ Q + 0.5 * rng.standard_normal(base.shape)).astype(np.float32)[group]
+    assert np.bincount(group).min() > 10
+    out = get("knn_overlap", k=(5, 10))(base[group], Y)
+    assert out["k=5"] == out["k=10"] == 1.0
+
+
 def test_knn_overlap_small_blocks_equal_one_block():
     X, Y = _pair(300, 5, 5, seed=8, noise=2.0)
     assert get("knn_overlap", block_mb=0.001)(X, Y) == get("knn_overlap")(X, Y)

@@ -453,6 +453,35 @@ class _NeighbourPrep:
     shape: tuple[int, int]
 
 
+def _nearest_lowest_index_first(S: torch.Tensor, v: torch.Tensor, i: torch.Tensor,
+                                k: int) -> torch.Tensor:
+    """``(b, k)``: the ``k`` nearest columns of each row of ``S: (b, m)``, most similar first
+    and, among equal similarities, the lower column index first.
+
+    ``v, i: (b, k or k + 1)`` are the row's top values and indices from ``torch.topk``, whose
+    order among equal values is implementation-defined (it differs between devices and with
+    the rest of the row). With ``k + 1`` of them, a tie across the ``k``-th place shows as
+    ``v[:, k - 1] == v[:, k]``; those rows keep their values above the tie and take the tied
+    columns of lowest index (one pass over those rows of ``S``: ``nonzero`` lists a row's
+    tied columns in ascending order). Every row is then ordered by (similarity descending,
+    index ascending), so that each prefix ``[:k']`` is a well-defined k'-NN set too.
+    """
+    i = i[:, :k].clone() if v.shape[1] > k else i.clone()
+    if v.shape[1] > k:
+        rows = (v[:, k - 1] == v[:, k]).nonzero().squeeze(1)
+        if rows.numel():
+            t = v[rows, k - 1]
+            above = (v[rows, :k] > t[:, None]).sum(dim=1)  # these come first in v
+            r, col = (S[rows] == t[:, None]).nonzero().unbind(1)  # row-major, columns ascending
+            counts = torch.bincount(r, minlength=rows.numel())
+            rank = torch.arange(r.numel(), device=S.device) - (counts.cumsum(0) - counts)[r]
+            keep = rank < (k - above)[r]
+            i[rows[r[keep]], above[r[keep]] + rank[keep]] = col[keep]
+    i = i.sort(dim=1).values
+    values = S.gather(1, i)
+    return i.gather(1, values.sort(dim=1, descending=True, stable=True).indices)
+
+
 class KNNOverlap(Metric):
     r"""Mean Jaccard overlap of cosine k-nearest-neighbour sets.
 
@@ -466,8 +495,10 @@ class KNNOverlap(Metric):
 
     Computed blockwise: the similarity matrix is formed ``b`` rows at a time (``b x n`` with
     ``b * n * itemsize <= block_mb`` MB) and only the top-k indices are kept, so memory is
-    O(n k + block) and never n x n. Ties at the k-th neighbour are broken by ``torch.topk``
-    (implementation-defined; they have probability zero for continuous data). Similarities are
+    O(n k + block) and never n x n. Equal similarities are ordered by row index, the lower
+    first, so that tied neighbours (duplicate rows: repeated texts, a token's embedding-layer
+    row, a prefix shared by many texts under causal attention) are chosen the same way in X
+    and Y and on every device. Similarities are
     computed in the input's precision (float32 for float32 input), in full IEEE float32 on a
     GPU even where TF32 is enabled globally.
 
@@ -519,16 +550,21 @@ class KNNOverlap(Metric):
         Z = X / norms
         rows = min(n, max(1, int(self.block_mb * 2**20 // (n * Z.element_size()))))
         idx = torch.empty((n, k_max), dtype=torch.int64, device=Z.device)
-        # one similarity block and one top-k value buffer, reused (no fresh pages per block)
+        # one past the k-th place (to see a tie across it), unless every other row is kept
+        kept = min(k_max + 1, n - 1)
+        # one similarity block and one top-k buffer pair, reused (no fresh pages per block)
         block = torch.empty(rows * n, dtype=Z.dtype, device=Z.device)
-        top = torch.empty(rows * k_max, dtype=Z.dtype, device=Z.device)
+        top = torch.empty(rows * kept, dtype=Z.dtype, device=Z.device)
+        top_idx = torch.empty(rows * kept, dtype=torch.int64, device=Z.device)
         with ieee_float32():
             for start in range(0, n, rows):
                 stop = min(start + rows, n)
                 S = torch.mm(Z[start:stop], Z.T, out=block[:(stop - start) * n].view(-1, n))
                 S[:, start:stop].diagonal().fill_(-torch.inf)  # a row is not its own neighbour
-                torch.topk(S, k_max, dim=1, out=(top[:(stop - start) * k_max].view(-1, k_max),
-                                                 idx[start:stop]))
+                v, i = (top[:(stop - start) * kept].view(-1, kept),
+                        top_idx[:(stop - start) * kept].view(-1, kept))
+                torch.topk(S, kept, dim=1, out=(v, i))
+                idx[start:stop] = _nearest_lowest_index_first(S, v, i, k_max)
         return _NeighbourPrep(idx, tuple(X.shape))
 
     def score(self, prep_x: _NeighbourPrep, prep_y: _NeighbourPrep) -> float | dict[str, float]:
