@@ -515,7 +515,7 @@ class KNNOverlap(Metric):
     range = (0.0, 1.0)
 
     def __init__(self, k: int | tuple[int, ...] = 10, center: bool = False,
-                 block_mb: float = 64.0) -> None:
+                 block_mb: float = 128.0) -> None:
         ks = (k,) if isinstance(k, (int, np.integer)) else tuple(k)
         if not ks or not all(isinstance(x, (int, np.integer)) and x >= 1 for x in ks):
             raise ValueError(f"k must be a positive int or a non-empty tuple of them, got {k!r}")
