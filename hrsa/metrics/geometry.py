@@ -466,7 +466,7 @@ def _nearest_lowest_index_first(S: torch.Tensor, v: torch.Tensor, i: torch.Tenso
     tied columns in ascending order). Every row is then ordered by (similarity descending,
     index ascending), so that each prefix ``[:k']`` is a well-defined k'-NN set too.
     """
-    i = i[:, :k].clone() if v.shape[1] > k else i.clone()
+    i = i[:, :k].clone()
     if v.shape[1] > k:
         rows = (v[:, k - 1] == v[:, k]).nonzero().squeeze(1)
         if rows.numel():
