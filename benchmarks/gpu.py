@@ -14,7 +14,8 @@ saves both with the MiniLM WordPiece tokenizer (``--tokenizer``, default the
    ``--probe final``).
 2. **case 6**: ``ProcrustesAlignment.from_cross_covariance`` on the cross-covariances of
    the captured layers (29 matched, and all 29 x 29 pairs or ``--case6-pairs`` of them)
-   against a bare float32 ``torch.linalg.svd`` of the same matrices on the same device;
+   against a bare float32 ``torch.linalg.svd`` of the same matrices on the same device
+   (and a float64 one; the table says how many maps took the eigendecomposition route);
    H_inv against a float64 numpy reference (``np.linalg.svd``, ``U @ Vh``, row entropy)
    on the matched layers.
 3. **report**: ``hrsa.compare(path_a, path_b, texts, labels=labels)`` with the default
@@ -47,6 +48,7 @@ sys.path.insert(0, str(HERE))
 import hrsa  # noqa: E402
 from hrsa.capture import capture_views  # noqa: E402
 from hrsa.metrics import get  # noqa: E402
+from hrsa.metrics._polar import polar_parts  # noqa: E402
 from run import fmt_s, machine_line, probe_texts  # noqa: E402
 
 
@@ -205,14 +207,16 @@ def procrustes_case(tok_a, tok_b, device, log, n_pairs: int | None = None) -> No
         torch.linalg.svd(M32[pairs[0]])  # warm-up (handles, workspace)
         metric.from_cross_covariance(M64[pairs[0]])
         _, bare = timed(lambda: [torch.linalg.svd(M32[p]) for p in pairs], device)
+        _, svd64 = timed(lambda: [torch.linalg.svd(M64[p]) for p in pairs], device)
         ours, t = timed(lambda: [metric.from_cross_covariance(M64[p]) for p in pairs], device)
+        by_eigh = sum(polar_parts(M64[p]) is not None for p in pairs)
         diff = "n/a"
         if label == "matched":
             ref = [_entropy_inverse_numpy(M64[p].cpu().numpy()) for p in pairs]
             diff = f"{np.max(np.abs(np.array(ours) - ref)):.1e}"
         total = L * L if label == "all pairs" else L
-        log(f"| {label} ({len(pairs)} of {total}) | {fmt_s(t)} | {fmt_s(bare)} | {t / bare:.2f}x | "
-            f"{diff} |")
+        log(f"| {label} ({len(pairs)} of {total}) | {fmt_s(t)} ({by_eigh} by eigh) | "
+            f"{fmt_s(svd64)} | {fmt_s(bare)} | {t / bare:.2f}x | {diff} |")
         del M64, M32
 
 
@@ -273,9 +277,9 @@ def main(argv=None) -> int:
         log("## 2. Case 6: procrustes_alignment against a bare float32 SVD "
             f"(d = {tok_a.sizes['feature']:,})")
         log()
-        log("| pairs | hrsa (float64) | float32 torch.linalg.svd | ratio | max abs diff vs "
-            "numpy float64 |")
-        log("|---|---|---|---|---|")
+        log("| pairs | hrsa (float64) | float64 torch.linalg.svd | float32 torch.linalg.svd | "
+            "ratio to float32 | max abs diff vs numpy float64 |")
+        log("|---|---|---|---|---|---|")
         procrustes_case(tok_a, tok_b, device, log, args.case6_pairs)
         log()
         report(path_a, path_b, texts, labels, device, log, args.probe)
