@@ -110,6 +110,7 @@ def _maybe_warns(mode, name):
     ("a singular value between the rank tolerance and the null threshold",
      _with_spectrum(np.r_[np.ones(D - 1), 1e-11])),
     ("zero", np.zeros((D, D))),
+    ("not finite", np.full((D, D), np.nan)),
 ])
 def test_polar_parts_decline_what_they_cannot_certify(why, M):
     assert _polar.polar_parts(torch.from_numpy(M)) is None, why

@@ -51,11 +51,14 @@ def polar_parts(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     """``(O_r: (D, D), U_0: (D, k), V_0: (D, k))`` of a float64 ``M: (D, D)`` with
     ``k = D - rank(M)`` (see the module docstring), or ``None`` where the eigendecomposition
     route cannot certify it (then use an SVD)."""
-    if M.dtype != torch.float64:
+    if M.dtype != torch.float64 or not bool(torch.isfinite(M).all()):
         return None
     D = M.shape[0]
     eye = torch.eye(D, dtype=M.dtype, device=M.device)
-    V = torch.linalg.eigh(M.T @ M)[1]
+    try:
+        V = torch.linalg.eigh(M.T @ M)[1]
+    except torch.linalg.LinAlgError:  # did not converge: leave it to the SVD
+        return None
     B = M @ V
     c = torch.linalg.vector_norm(B, dim=0)  # ~ the singular values, to rounding eps s_max
     s_max = float(c.max())
