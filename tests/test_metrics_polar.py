@@ -105,8 +105,23 @@ def _maybe_warns(mode, name):
             yield
 
 
+def _anisotropic(kind, seed=5, n=400):
+    """Cross-covariance of strongly anisotropic states, as in large language models: three
+    "massive activation" features 1000x the rest, or rotated features scaled by j^-1.5."""
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(n, D))
+    Z2 = Z + 0.3 * rng.normal(size=(n, D))
+    if kind == "massive":
+        A = np.diag(np.where(np.arange(D) < 3, 1000.0, 1.0))
+    else:
+        A = _orth(rng) * np.arange(1, D + 1) ** -1.5
+    return _centred(Z @ A).T @ _centred(Z2 @ A)
+
+
 @pytest.mark.parametrize("why,M", [
     ("row space too ill-conditioned", _with_spectrum(np.logspace(0, -7, D))),
+    ("massive activations (kappa 4e6)", _anisotropic("massive")),
+    ("power-law features (kappa 2e6)", _anisotropic("power")),
     ("a singular value between the rank tolerance and the null threshold",
      _with_spectrum(np.r_[np.ones(D - 1), 1e-11])),
     ("zero", np.zeros((D, D))),
@@ -158,3 +173,18 @@ def test_real_minilm_states_score_the_same_on_either_route(minilm_dir, monkeypat
     fast = [metric.from_cross_covariance(M) for M in Ms]
     monkeypatch.setattr(representation, "polar_parts", lambda M: None)
     np.testing.assert_allclose(fast, [metric.from_cross_covariance(M) for M in Ms], atol=1e-10)
+
+
+def test_after_a_decline_the_next_maps_go_straight_to_the_svd(monkeypatch):
+    calls = []
+    real = _polar.polar_parts
+    monkeypatch.setattr(representation, "polar_parts", lambda M: calls.append(1) or real(M))
+    metric = get("procrustes_alignment")
+    hard = torch.from_numpy(_with_spectrum(np.logspace(0, -9, D)))  # declined
+    easy = torch.from_numpy(_cases()["gaussian"])
+    expected = metric.from_cross_covariance(easy)
+    assert len(calls) == 1
+    metric.from_cross_covariance(hard)
+    scores = [metric.from_cross_covariance(easy) for _ in range(metric.SVD_AFTER_DECLINE + 1)]
+    assert len(calls) == 3  # the easy map, the declined one, then again after 16 SVDs
+    np.testing.assert_allclose(scores, expected, atol=1e-10)
