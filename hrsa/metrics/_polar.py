@@ -27,8 +27,8 @@ cannot certify the result:
 
 So the route answers where the rank is unambiguous and the row space is resolved: moderate
 ``kappa``, or a few isolated small singular values (each one only enters ``N`` through its own
-column), and post-LayerNorm states whose null direction sits well apart (every layer of
-all-MiniLM-L6-v2 but the last). It declines strongly anisotropic spectra, such as a few
+column), and post-LayerNorm states whose null direction sits well apart (measured: the token
+states of all-MiniLM-L6-v2 against a perturbed copy, at every layer but the last). It declines strongly anisotropic spectra, such as a few
 "massive activation" features 1000x the rest, or feature scales falling as ``j^-1.5``: there
 ``|N|`` is 1e-4 to 1e-1. Further correction steps (measuring ``U^T U - I`` and the skew part of
 ``U^T M V_r`` each time) converge there in 2-4 steps, but on a CPU they cost more than the SVD
