@@ -42,6 +42,8 @@ import math
 
 import torch
 
+from ._util import rank_tolerance
+
 NULL = 1e-8
 """Eigenvectors ``v`` with ``|M v| < NULL * s_max`` are candidates for the null space; the
 others must be resolved to ``MAX_DEFECT``."""
@@ -59,7 +61,6 @@ def polar_parts(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     if M.dtype != torch.float64 or not bool(torch.isfinite(M).all()):
         return None
     D = M.shape[0]
-    eye = torch.eye(D, dtype=M.dtype, device=M.device)
     try:
         V = torch.linalg.eigh(M.T @ M)[1]
     except torch.linalg.LinAlgError:  # did not converge: leave it to the SVD
@@ -73,7 +74,7 @@ def polar_parts(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     k = int(null.sum())
     V0, Vr, s = V[:, null], V[:, ~null], c[~null]
     Ut = B[:, ~null] / s
-    N = Ut.T @ Ut - eye[k:, k:]
+    N = Ut.T @ Ut - torch.eye(D - k, dtype=M.dtype, device=M.device)
     if not float(torch.linalg.matrix_norm(N)) <= MAX_DEFECT:
         return None
     Ur = Ut - Ut @ (N * (s[:, None] / (s[:, None] + s[None, :])))
@@ -81,8 +82,8 @@ def polar_parts(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
         return Ur @ Vr.T, Ur[:, :0], V0
     B0 = B[:, null]
     C = Ur.T @ B0  # (r, k)
-    tol = s_max * D * torch.finfo(M.dtype).eps
-    if not float(torch.linalg.matrix_norm(B0 - Ur @ C, ord=2)) < NULL_SHARE * tol:
+    if not (float(torch.linalg.matrix_norm(B0 - Ur @ C, ord=2))
+            < NULL_SHARE * rank_tolerance(s_max, D, M.dtype)):
         return None
     Z = C / s[:, None]  # V_0 + V_r (-Z) is the corrected null basis, V_r + V_0 Z^T the row basis
     Vr, V0 = Vr + V0 @ Z.T, torch.linalg.qr(V0 - Vr @ Z)[0]

@@ -87,6 +87,12 @@ def centered(X: torch.Tensor) -> torch.Tensor:
     return X64 - mean if X64 is X else X64.sub_(mean)
 
 
+def rank_tolerance(s_max: float, size: int, dtype: torch.dtype) -> float:
+    """numpy's ``matrix_rank`` tolerance ``s_max * size * eps`` (``size``: the larger side of
+    the matrix): singular values at or below it count as zero."""
+    return s_max * size * torch.finfo(dtype).eps
+
+
 def centred_input(X: Any, name: str, min_rows: int = 2) -> torch.Tensor:
     """``X`` validated (:func:`as_matrix`), column-centred in float64 (:func:`centered`) and
     checked not constant (:func:`check_not_constant`): the common first step of

@@ -19,7 +19,8 @@ from sklearn.model_selection import KFold, train_test_split
 
 from . import Metric
 from ._classifiers import LogisticProbe, RidgeProbe
-from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, warn
+from ._util import (as_matrix, centered, centred_input, check_not_constant, check_pair,
+                    rank_tolerance, warn)
 
 if TYPE_CHECKING:
     from ..resampling import TextResampling
@@ -280,7 +281,7 @@ class LinearPredictivity(Metric):
             tr_t, te_t = torch.as_tensor(tr, device=Xc.device), torch.as_tensor(te, device=Xc.device)
             mu = Xc[tr_t].mean(dim=0)
             U, s, Vh = torch.linalg.svd(Xc[tr_t] - mu, full_matrices=False)
-            shrink = torch.where(s > s[0] * max(Xc.shape) * torch.finfo(s.dtype).eps,
+            shrink = torch.where(s > rank_tolerance(float(s[0]), max(Xc.shape), s.dtype),
                                  s / (s.square() + self.alpha), 0.0)
             folds.append((tr_t, te_t, ((Xc[te_t] - mu) @ Vh.T) * shrink, U))
         return _RidgePrep(folds, Xc)

@@ -24,7 +24,8 @@ from scipy.special import digamma
 
 from . import Metric
 from ._polar import polar_parts
-from ._util import as_matrix, centered, centred_input, check_not_constant, check_pair, warn
+from ._util import (as_matrix, centered, centred_input, check_not_constant, check_pair,
+                    rank_tolerance, warn)
 
 if TYPE_CHECKING:
     from ..resampling import TextResampling
@@ -287,7 +288,7 @@ class ProcrustesAlignment(Metric):
                 self._svd_next = self.SVD_AFTER_DECLINE
         if parts is None:
             U, S, Vh = torch.linalg.svd(M)
-            r = int((S > S[0] * M.shape[0] * torch.finfo(S.dtype).eps).sum())
+            r = int((S > rank_tolerance(float(S[0]), M.shape[0], S.dtype)).sum())
             parts = U[:, :r] @ Vh[:r], U[:, r:], Vh[r:].T
         O_r, U0, V0 = parts
         if U0.shape[1] == 0:
