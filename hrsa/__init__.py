@@ -12,10 +12,11 @@ __version__ = "0.1.0"
 from . import distributed, metrics, plot, probes, store, streaming, uncertainty  # noqa: E402
 from .capture import capture  # noqa: E402
 from .compare import compare, trajectory  # noqa: E402
+from .massive import massive_activations  # noqa: E402
 from .models import Encoder, load  # noqa: E402
 from .report import summarize  # noqa: E402
 from .uncertainty import difference  # noqa: E402
 
 __all__ = ["__version__", "capture", "compare", "trajectory", "difference", "summarize",
-           "load", "Encoder", "distributed", "metrics", "plot", "probes", "store", "streaming",
+           "massive_activations", "load", "Encoder", "distributed", "metrics", "plot", "probes", "store", "streaming",
            "uncertainty"]

@@ -23,6 +23,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import massive as massive_mod
 from . import pooling as pooling_mod
 from . import store as store_mod
 from .models import Encoder, find_blocks, load
@@ -47,8 +48,11 @@ def capture(
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
     offload_folder: str | None = None,
+    gguf_file: str | None = None,
+    add_special_tokens: bool = True,
     exclude_special_tokens: bool = False,
     exclude_first_token: bool = False,
+    exclude_massive: float | None = None,
     max_tokens: int | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -59,8 +63,9 @@ def capture(
     """Hidden states of every layer of ``model`` on ``texts``.
 
     Args:
-        model: hub id or path, ``(PreTrainedModel, tokenizer)``, ``SentenceTransformer``
-            or :class:`~hrsa.models.Encoder` (see :func:`hrsa.models.load`).
+        model: hub id or folder, ``.gguf`` file, ``(PreTrainedModel, tokenizer)``,
+            ``SentenceTransformer`` or :class:`~hrsa.models.Encoder` (see
+            :func:`hrsa.models.load`).
         texts: the N input texts.
         pooling: "mean", "last", "first"/"cls", or None for token level (every real token).
         layers: layer indices to keep (0 = embeddings .. L); default all L + 1.
@@ -75,9 +80,17 @@ def capture(
         device_map, max_memory, offload_folder: big-model loading through accelerate
             (``device_map="auto"`` or a dict with "cpu"/"disk"/GPU devices); see
             :func:`hrsa.models.load`.
+        gguf_file: a GGUF file inside the hub repo or folder ``model`` (see
+            :func:`hrsa.models.load`).
+        add_special_tokens: let the tokenizer add its special tokens ([CLS]/[SEP], a
+            decoder's BOS); False feeds the texts' own tokens only (the paper's protocol).
         exclude_special_tokens: token level: drop special tokens ([CLS], BOS, ...).
         exclude_first_token: token level: drop each text's first token (decoder LLMs put
             massive activations there that dominate norms and linear CKA).
+        exclude_massive: token level: a ratio ``r``: drop every token row whose norm
+            exceeds ``r`` x its layer's median row norm at any layer
+            (:func:`hrsa.massive.massive_activations`); the count dropped is recorded in
+            attrs ``n_massive_excluded``. Not with ``store``.
         max_tokens: token level: keep a uniform random subsample of this many rows.
         seed: seed of that subsample.
         progress: show a tqdm bar over batches.
@@ -104,9 +117,11 @@ def capture(
         max_length=max_length, instruction=instruction, template=template,
         attention=attention, device=device, dtype=dtype, revision=revision,
         device_map=device_map, max_memory=max_memory, offload_folder=offload_folder,
+        gguf_file=gguf_file, add_special_tokens=add_special_tokens,
         exclude_special_tokens=exclude_special_tokens,
-        exclude_first_token=exclude_first_token, max_tokens=max_tokens, seed=seed,
-        progress=progress, store_path=store, overwrite=overwrite, chunk_rows=chunk_rows,
+        exclude_first_token=exclude_first_token, exclude_massive=exclude_massive,
+        max_tokens=max_tokens, seed=seed, progress=progress, store_path=store,
+        overwrite=overwrite, chunk_rows=chunk_rows,
     )[0]
 
 
@@ -127,8 +142,11 @@ def capture_views(
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
     offload_folder: str | None = None,
+    gguf_file: str | None = None,
+    add_special_tokens: bool = True,
     exclude_special_tokens: bool = False,
     exclude_first_token: bool = False,
+    exclude_massive: float | None = None,
     max_tokens: int | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -152,11 +170,17 @@ def capture_views(
     texts = validate_texts(texts)
     poolers = {view: pooling_mod.get(view) for view in views if view is not None}
     if None not in views and (max_tokens is not None or exclude_special_tokens
-                              or exclude_first_token):
+                              or exclude_first_token or exclude_massive is not None):
         raise ValueError(
-            "max_tokens, exclude_special_tokens and exclude_first_token apply at token "
-            f"level only (pooling=None), not with pooling={views[0]!r}"
+            "max_tokens, exclude_special_tokens, exclude_first_token and exclude_massive "
+            f"apply at token level only (pooling=None), not with pooling={views[0]!r}"
         )
+    if exclude_massive is not None:
+        massive_mod.check_ratio(exclude_massive)
+        if store_path is not None or shard is not None:
+            raise ValueError("exclude_massive needs every row's norm before any is kept; it "
+                             "is not available with store= or a shard (use hrsa.massive_activations "
+                             "on the result)")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if store_path is not None:  # before the (long) model load
@@ -169,15 +193,16 @@ def capture_views(
     inputs = apply_template(texts, instruction, template)
     encoder = load(model, device=device, dtype=dtype, revision=revision, attention=attention,
                    device_map=device_map, max_memory=max_memory,
-                   offload_folder=offload_folder)
+                   offload_folder=offload_folder, gguf_file=gguf_file)
     n_blocks = encoder.num_layers
     layers = _validate_layers(layers, n_blocks, encoder.name)
     max_length = max_length or encoder.max_length
 
     tokens = encoder.tokenizer(
         [encoder.prefix + text for text in inputs], truncation=True, max_length=max_length,
-        return_special_tokens_mask=True, add_special_tokens=True,
+        return_special_tokens_mask=True, add_special_tokens=add_special_tokens,
     )
+    _check_nonempty(tokens, add_special_tokens, encoder.name)
     keep = None if None not in views else _token_rows(
         tokens, exclude_special_tokens, exclude_first_token, max_tokens, seed, encoder.name)
     hidden_size = encoder.model.config.get_text_config().hidden_size
@@ -187,6 +212,7 @@ def capture_views(
         return _to_dataarray(data, encoder, layers, n_blocks, tokens, keep, view, texts,
                              max_length=max_length, template=template,
                              instruction=instruction,
+                             add_special_tokens=add_special_tokens,
                              exclude_special_tokens=exclude_special_tokens,
                              exclude_first_token=exclude_first_token, max_tokens=max_tokens,
                              seed=seed)
@@ -241,7 +267,10 @@ def capture_views(
 
     if writer is not None:
         return [store_mod.open_activations(store_path)]
-    return [dataarray(outs[view], view) for view in views]
+    arrays = [dataarray(outs[view], view) for view in views]
+    if exclude_massive is not None:  # views: the token rows first
+        arrays[0] = massive_mod.exclude(arrays[0], exclude_massive)
+    return arrays
 
 
 # automatic batches: texts per forward on the CPU, and on a GPU the padded-token budget
@@ -304,6 +333,16 @@ def text_hash(texts: Sequence[str]) -> str:
         data = text.encode()
         digest.update(len(data).to_bytes(8, "little") + data)
     return digest.hexdigest()[:16]
+
+
+def _check_nonempty(tokens, add_special_tokens: bool, name: str) -> None:
+    """Raise for texts that tokenize to no token at all (an empty text without special
+    tokens): their pooled vectors and rows would be zeros scored as data."""
+    empty = [i for i, ids in enumerate(tokens["input_ids"]) if len(ids) == 0]
+    if empty:
+        how = "" if add_special_tokens else " with add_special_tokens=False"
+        raise ValueError(f"model {name!r}: {len(empty)} texts tokenize to no token{how} "
+                         f"(texts[{empty[0]}] is empty or whitespace); drop them first")
 
 
 def _validate_layers(layers, n_blocks: int, name: str) -> list[int]:
@@ -442,11 +481,13 @@ def _to_dataarray(out: Any, encoder: Encoder, layers, n_blocks, tokens, keep,
         "revision": encoder.revision,
         "pooling": pooling or "none",
         "attention": encoder.attention,
+        "attention_switch": encoder.attention_switch,
         "dtype": str(encoder.dtype).removeprefix("torch."),
         "max_length": int(options["max_length"]),
         "template": options["template"],
         "instruction": options["instruction"] or "",
         "prefix": encoder.prefix,
+        "add_special_tokens": int(options["add_special_tokens"]),
         "exclude_special_tokens": int(options["exclude_special_tokens"]),
         "exclude_first_token": int(options["exclude_first_token"]),
         "max_tokens": int(options["max_tokens"] or 0),

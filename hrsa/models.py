@@ -1,16 +1,14 @@
 """Resolve a model spec into a ready :class:`Encoder`.
 
-A spec is a Hugging Face hub id or local path, a ``(PreTrainedModel, tokenizer)`` pair,
-a loaded ``SentenceTransformer`` or an :class:`Encoder` already resolved. Loading goes
-through ``AutoModel`` (no LM head) with an explicit ``dtype``. The attention mode
-(causal or bidirectional) is verified on every resolve by a probe: changing the last
-token must change the first token's state under bidirectional attention and must not
-under causal attention.
+A spec is a Hugging Face hub id or local folder, a ``.gguf`` file (or a folder with
+``gguf_file=``), a ``(PreTrainedModel, tokenizer)`` pair, a loaded ``SentenceTransformer``
+or an :class:`Encoder` already resolved. Loading goes through ``AutoModel`` (no LM head)
+with an explicit ``dtype``; GGUF weights are dequantised to it. The attention mode
+(causal or bidirectional) is verified on every resolve by :mod:`hrsa.attention`.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +17,10 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import is_flash_attn_2_available
 
-ATTENTION_MODES = ("auto", "causal", "bidirectional")
+from . import attention as attention_mod
+from .attention import ATTENTION_MODES
+
+GGUF_SUFFIX = ".gguf"
 
 # Context limits above this are tokenizer sentinels ("no limit"), not real limits.
 _NO_LIMIT = 1_000_000
@@ -32,9 +33,12 @@ class Encoder:
     Attributes:
         model: the ``PreTrainedModel`` (base model, no LM head), in eval mode.
         tokenizer: its tokenizer.
-        name: the spec it came from (hub id, path or class name), for provenance.
+        name: the spec it came from (hub id, path, GGUF file name or class name), for
+            provenance.
         revision: the hub revision, "" when unknown.
         attention: the verified attention mode, "causal" or "bidirectional".
+        attention_switch: how that mode was reached: "native", or the forward argument
+            hrsa passes (see :mod:`hrsa.attention`).
         max_length: the model's own context limit in tokens.
         prefix: text prepended to every input (a sentence-transformers prompt), "" for none.
         forward_kwargs: extra keyword arguments for every forward (``is_causal`` for
@@ -46,6 +50,7 @@ class Encoder:
     name: str
     revision: str = ""
     attention: str = "causal"
+    attention_switch: str = attention_mod.SWITCH_NATIVE
     max_length: int = 512
     prefix: str = ""
     forward_kwargs: dict = field(default_factory=dict)
@@ -94,12 +99,14 @@ def load(
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
     offload_folder: str | os.PathLike | None = None,
+    gguf_file: str | None = None,
 ) -> Encoder:
     """Resolve ``spec`` into an :class:`Encoder` with a verified attention mode.
 
     Args:
-        spec: hub id or local path; ``(PreTrainedModel, tokenizer)``; a
-            ``SentenceTransformer``; or an ``Encoder`` (re-verified if ``attention`` differs).
+        spec: hub id or local folder; a ``.gguf`` file path; ``(PreTrainedModel,
+            tokenizer)``; a ``SentenceTransformer``; or an ``Encoder`` (re-verified if
+            ``attention`` differs).
         device: where to run; default CUDA when available. A passed model is moved only
             when ``device`` is given.
         dtype: model weights' dtype; default float32 on CPU, bfloat16 on CUDA. A passed
@@ -111,6 +118,10 @@ def load(
             (devices may include "cpu" and "disk"), passed to ``from_pretrained``. A dict
             must place every module; blocks then run where they sit and each layer is
             reduced on its block's device. Excludes ``device``.
+        gguf_file: the GGUF file's name inside the hub repo or folder ``spec`` (a spec
+            that is itself a ``.gguf`` path needs none). Model and tokenizer are read from
+            that file and its weights dequantised to ``dtype``; needs ``pip install
+            "hrsa[gguf]"`` (gguf, accelerate). The name recorded is the file's.
 
     Raises:
         ValueError: unknown attention mode, a path that is not a model, or a model that
@@ -134,8 +145,12 @@ def load(
         raise ValueError("max_memory and offload_folder need device_map")
     if device_map is not None and (dev is not None or not isinstance(spec, (str, os.PathLike))):
         raise ValueError("device_map applies when loading a hub id or path, without device=")
+    if gguf_file is not None and not isinstance(spec, (str, os.PathLike)):
+        raise ValueError("gguf_file applies to a hub id or folder spec, got "
+                         f"{type(spec).__name__}")
     if isinstance(spec, (str, os.PathLike)):
-        encoder = _from_pretrained(str(spec), dev, dt, revision, big_model)
+        path, gguf_file = _split_gguf(str(spec), gguf_file)
+        encoder = _from_pretrained(path, dev, dt, revision, big_model, gguf_file)
     elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], PreTrainedModel):
         model, tokenizer = spec
         _place(model, dev, dt)
@@ -162,28 +177,57 @@ def find_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
     )
 
 
-def _from_pretrained(path: str, device, dtype, revision, big_model: dict) -> Encoder:
+def _split_gguf(spec: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """``(folder or hub id, GGUF file name)`` for a spec that may be a ``.gguf`` path."""
+    if spec.endswith(GGUF_SUFFIX) and gguf_file is None:
+        if not os.path.isfile(spec):
+            raise ValueError(f"model {spec!r}: no such GGUF file")
+        return os.path.dirname(os.path.abspath(spec)), os.path.basename(spec)
+    if gguf_file is not None and not gguf_file.endswith(GGUF_SUFFIX):
+        raise ValueError(f"gguf_file must name a {GGUF_SUFFIX} file, got {gguf_file!r}")
+    return spec, gguf_file
+
+
+def _from_pretrained(path: str, device, dtype, revision, big_model: dict,
+                     gguf_file: str | None = None) -> Encoder:
     device = device or default_device()
     dtype = dtype or default_dtype(device)
+    source = {"revision": revision, **({"gguf_file": gguf_file} if gguf_file else {})}
+    if gguf_file:
+        _require_gguf(gguf_file)
     try:
-        config = AutoConfig.from_pretrained(path, revision=revision)
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        config = AutoConfig.from_pretrained(path, **source)
+        tokenizer = AutoTokenizer.from_pretrained(path, **source)
     except (OSError, ValueError) as err:
+        what = f"GGUF file {gguf_file!r} in {path!r}" if gguf_file else repr(path)
         raise ValueError(
-            f"model {path!r} is neither a local model folder nor a reachable hub id: {err}"
+            f"model {what} is neither a local model nor a reachable hub id: {err}"
         ) from err
     if isinstance(big_model["device_map"], dict):
         _check_device_map(big_model["device_map"], config, path)
     model = AutoModel.from_pretrained(
-        path, config=config, revision=revision, dtype=dtype,
-        attn_implementation=attn_implementation(device, dtype),
+        path, config=config, dtype=dtype,
+        attn_implementation=attn_implementation(device, dtype), **source,
         **{k: v for k, v in big_model.items() if v is not None},
     )
     if big_model["device_map"] is None:
         model.to(device)
     model.eval()
-    return Encoder(model, tokenizer, name=path, revision=revision or "",
+    return Encoder(model, tokenizer, name=gguf_file or path, revision=revision or "",
                    max_length=_context_limit(model, tokenizer))
+
+
+def _require_gguf(gguf_file: str) -> None:
+    missing = [name for name in ("gguf", "accelerate") if not _importable(name)]
+    if missing:
+        raise ImportError(f"loading {gguf_file!r} needs {' and '.join(missing)}: "
+                          "pip install 'hrsa[gguf]'")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _from_sentence_transformer(st: Any, device, dtype) -> Encoder:
@@ -216,35 +260,10 @@ def _check_device_map(device_map: dict, config, path: str) -> None:
 
 
 def _verify_attention(encoder: Encoder, wanted: str) -> Encoder:
-    """Probe the native mode; switch decoders with ``is_causal`` where asked; verify."""
-    native = _probe(encoder, {})
-    if wanted in ("auto", native):
-        encoder.attention, encoder.forward_kwargs = native, {}
-        return encoder
-    kwargs = {"is_causal": wanted == "causal"}
-    accepts_kwargs = any(
-        p.kind is inspect.Parameter.VAR_KEYWORD or p.name == "is_causal"
-        for p in inspect.signature(encoder.model.forward).parameters.values()
-    )
-    if not accepts_kwargs or _probe(encoder, kwargs) != wanted:
-        raise ValueError(
-            f"model {encoder.name!r} ({type(encoder.model).__name__}) is natively {native} "
-            f"and cannot be run with attention={wanted!r}"
-        )
-    encoder.attention, encoder.forward_kwargs = wanted, kwargs
+    """Probe the native mode, switch where asked, verify (:func:`hrsa.attention.verify`)."""
+    encoder.attention, encoder.forward_kwargs, encoder.attention_switch = \
+        attention_mod.verify(encoder.model, encoder.tokenizer, wanted, encoder.name)
     return encoder
-
-
-@torch.no_grad()
-def _probe(encoder: Encoder, forward_kwargs: dict) -> str:
-    """'bidirectional' if the first token's last-layer state depends on the last token."""
-    vocab = encoder.model.get_input_embeddings().num_embeddings
-    ids = torch.tensor([[11, 12, 13, 14, 15], [11, 12, 13, 14, 16]]) % vocab
-    ids = ids.to(encoder.device)
-    out = encoder.model(input_ids=ids, attention_mask=torch.ones_like(ids), **forward_kwargs)
-    first = out.last_hidden_state[:, 0].float()
-    scale = first.abs().max().clamp_min(1e-6)
-    return "bidirectional" if (first[0] - first[1]).abs().max() > 1e-4 * scale else "causal"
 
 
 def _place(model: PreTrainedModel, device, dt) -> None:

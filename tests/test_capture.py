@@ -204,12 +204,24 @@ def test_bad_input_names_the_argument(minilm_dir, kwargs, error, match):
         hrsa.capture(minilm_dir, progress=False, **kwargs)
 
 
-def test_bert_runs_causally_when_asked(minilm_dir):
-    a, b = "the cat sat on the mat", "the cat sat on the dog"
-    da = hrsa.capture(minilm_dir, [a, b], attention="causal", progress=False)
-    assert da.attrs["attention"] == "causal"
-    first = da.isel(token=da.position.values == 1)
-    np.testing.assert_allclose(first.isel(token=0), first.isel(token=1), atol=1e-5)
+def test_bert_asked_to_run_causally_is_refused_since_padding_makes_it_bidirectional(
+        minilm_dir):
+    # transformers' BERT honours is_causal=True only without a padding mask: a padded text
+    # attends both ways (checked here directly), so hrsa's padding probe must refuse it
+    model = transformers.AutoModel.from_pretrained(minilm_dir).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    ids = torch.tensor([tok("the cat sat on the mat")["input_ids"]])
+    padded = torch.cat([ids, torch.zeros(1, 2, dtype=ids.dtype)], dim=1)
+    mask = torch.ones_like(padded)
+    mask[:, -2:] = 0
+    with torch.no_grad():
+        causal = model(input_ids=ids, attention_mask=torch.ones_like(ids), is_causal=True)
+        padded = model(input_ids=padded, attention_mask=mask, is_causal=True)
+    moved = (padded.last_hidden_state[:, :ids.shape[1]] - causal.last_hidden_state).abs().max()
+    assert moved > 0.1
+    with pytest.raises(hrsa.attention.AttentionError, match="right padding moves"):
+        hrsa.capture((model, tok), ["the cat sat on the mat"], attention="causal",
+                     progress=False)
 
 
 def test_a_path_that_is_not_a_model(tmp_path):
