@@ -19,7 +19,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
-from . import distributed, presets, uncertainty
+from . import distributed, massive, presets, uncertainty
 from .capture import text_hash, validate_texts
 from .models import default_device
 from .presets import UNSET
@@ -147,6 +147,13 @@ def _resolve(preset: str, *, metrics, capture_options: dict, **given) -> dict:
     if unknown:
         raise ValueError(f"final_layer_only names {sorted(unknown)}, which are neither among "
                          "the metrics nor 'probe'")
+    capture_options = dict(capture_options)
+    opts["exclude_massive"] = capture_options.pop("exclude_massive", None)
+    if opts["exclude_massive"] is not None:
+        massive.check_ratio(opts["exclude_massive"])
+        if opts["pooling"] is not None:
+            raise ValueError("exclude_massive applies at token level only (pooling=None), "
+                             f"not with pooling={opts['pooling']!r}")
     opts["capture_options"] = {**capture_options, "attention": opts["attention"]}
     opts["preset"] = preset
     return opts
@@ -171,7 +178,8 @@ def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, opts: dic
     """The scoring half of :func:`compare`, on activations captured for every view."""
     if labels is not None:
         labels = _validate_labels(labels, texts, acts_a[0])
-    rows_a, rows_b = _align_rows(acts_a[0], acts_b[0], opts["max_tokens"], opts["seed"])
+    rows_a, rows_b = _align_rows(acts_a[0], acts_b[0], opts["max_tokens"], opts["seed"],
+                                 opts.get("exclude_massive"))
     if acts_a[0].chunks is None and acts_b[0].chunks is None:
         ds = _score(opts["metric_objs"], rows_a, rows_b, opts["pairs"],
                     opts["final_layer_only"], progress, opts["metric_device"])
@@ -282,9 +290,11 @@ def _check_activation_dims(da: xr.DataArray, which: str) -> None:
                          f"got {da.dims}")
 
 
-def _align_rows(xa: xr.DataArray, xb: xr.DataArray, max_tokens, seed):
-    """Check both have the same rows (the same token positions at token level);
-    subsample both with the same seed where there are more than ``max_tokens``."""
+def _align_rows(xa: xr.DataArray, xb: xr.DataArray, max_tokens, seed,
+                exclude_massive: float | None = None):
+    """Check both have the same rows (the same token positions at token level); with
+    ``exclude_massive``, drop the rows massive in either (:mod:`hrsa.massive`); subsample
+    both with the same seed where there are more than ``max_tokens``."""
     for da, which in ((xa, "a"), (xb, "b")):
         _check_activation_dims(da, which)
     if xa.dims[1] != xb.dims[1]:
@@ -292,8 +302,9 @@ def _align_rows(xa: xr.DataArray, xb: xr.DataArray, max_tokens, seed):
                          "compare token-level with token-level, pooled with pooled")
     row_dim = xa.dims[1]
     if xa.sizes[row_dim] != xb.sizes[row_dim]:
-        hint = (" The two tokenizers split the texts differently; compare pooled text "
-                "vectors instead with pooling='mean'." if row_dim == "token" else "")
+        hint = (_special_token_hint(xa, xb) or " The two tokenizers split the texts "
+                "differently; compare pooled text vectors instead with pooling='mean'."
+                if row_dim == "token" else "")
         raise ValueError(f"a has {xa.sizes[row_dim]} {row_dim} rows and b has "
                          f"{xb.sizes[row_dim]}.{hint}")
     for coord in ("text", "position", "token_id"):
@@ -302,11 +313,30 @@ def _align_rows(xa: xr.DataArray, xb: xr.DataArray, max_tokens, seed):
             raise ValueError(f"a and b disagree on the {coord!r} of their token rows: the two "
                              "tokenizers split the texts differently, so rows are not the same "
                              "positions. Compare pooled text vectors with pooling='mean'.")
+    if exclude_massive is not None:
+        drop = massive.massive_rows(xa, exclude_massive) | massive.massive_rows(
+            xb, exclude_massive)
+        xa, xb = (massive.exclude(da, exclude_massive, drop) for da in (xa, xb))
     n = xa.sizes[row_dim]
     if row_dim == "token" and max_tokens is not None and n > max_tokens:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_tokens, replace=False))
         xa, xb = xa.isel({row_dim: keep}), xb.isel({row_dim: keep})
     return xa, xb
+
+
+def _special_token_hint(xa: xr.DataArray, xb: xr.DataArray) -> str:
+    """A hint when one tokenizer puts exactly one more token into every text (a BOS or
+    CLS token the other does not add), else ""."""
+    if "text" not in xa.coords or "text" not in xb.coords:
+        return ""
+    n = int(max(xa.text.max(), xb.text.max())) + 1
+    extra = np.bincount(xa.text.values, minlength=n) - np.bincount(xb.text.values, minlength=n)
+    if abs(int(extra.sum())) != n or len(set(extra.tolist())) != 1:
+        return ""
+    which = "a" if extra[0] > 0 else "b"
+    return (f" {which}'s tokenizer adds one special token (a BOS or CLS token) to every text "
+            "that the other does not: capture both with add_special_tokens=False (the "
+            "paper's protocol) or exclude_special_tokens=True.")
 
 
 def layer_pairs(depth_a: np.ndarray, depth_b: np.ndarray, pairs: str) -> list[tuple[int, int]]:
@@ -575,6 +605,9 @@ def _provenance(xa, xb, texts, instruction, opts: dict) -> dict:
                               default=str),
         "probe": json.dumps(opts["probe"], sort_keys=True, default=str),
         "capture_options": json.dumps(opts["capture_options"], sort_keys=True, default=str),
+        "exclude_massive": float(opts.get("exclude_massive") or 0),
+        **{f"{key}_{which}": value for which, da in (("a", xa), ("b", xb))
+           for key, value in massive.describe(da).items()},
         "metric_device": str(opts["metric_device"]),
         "hrsa_version": __version__,
     }

@@ -126,16 +126,39 @@ def exclude(acts: xr.DataArray, ratio: float = DEFAULT_RATIO,
 
 
 def describe(acts: xr.DataArray, ratio: float = DEFAULT_RATIO) -> dict:
-    """netCDF-safe counts for a comparison's attrs: ``massive_rows`` (rows massive in any
-    layer), ``massive_max_ratio`` (the largest max/median norm ratio) and
-    ``massive_layer`` (the layer where it is)."""
-    norms = row_norms(acts)
+    """netCDF-safe counts for a comparison's attrs: ``massive_rows`` (rows massive at
+    ``massive_ratio`` in any layer), ``massive_max_ratio`` (the largest max/median norm ratio) and
+    ``massive_layer`` (the layer where it is); empty for dask-backed activations (an
+    extra pass over the store) and for data :func:`row_norms` rejects (the metrics
+    report those)."""
+    if acts.chunks is not None:
+        return {}
+    try:
+        norms = row_norms(acts)
+    except ValueError:
+        return {}
     median = np.median(norms, axis=1)
     ratios = norms.max(axis=1) / median
     worst = int(np.argmax(ratios))
     return {"massive_rows": int((norms > ratio * median[:, None]).any(axis=0).sum()),
             "massive_max_ratio": float(ratios[worst]),
-            "massive_layer": int(acts.layer.values[worst])}
+            "massive_layer": int(acts.layer.values[worst]), "massive_ratio": ratio}
+
+
+def summary_line(attrs: dict) -> str:
+    """One line on the massive rows a comparison's attrs record (see :func:`describe`),
+    "" when neither model has any."""
+    parts = []
+    for which in ("a", "b"):
+        rows = attrs.get(f"massive_rows_{which}", 0)
+        if rows:
+            parts.append(f"{which}: {rows} rows > {attrs[f'massive_ratio_{which}']:g}x the "
+                         f"median norm (max {attrs[f'massive_max_ratio_{which}']:.0f}x at "
+                         f"layer {attrs[f'massive_layer_{which}']})")
+    if not parts:
+        return ""
+    return ("massive activations: " + "; ".join(parts) + ". hrsa.massive_activations "
+            "lists them; exclude_massive= leaves them out.")
 
 
 def _check_dims(acts: xr.DataArray) -> None:

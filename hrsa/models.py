@@ -81,12 +81,14 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def attn_implementation(device: torch.device, dtype: torch.dtype) -> str:
-    """flash_attention_2 when installed, on CUDA and in half precision; else sdpa."""
+def attn_implementation(device: torch.device, dtype: torch.dtype) -> dict:
+    """``attn_implementation`` for ``from_pretrained``: flash_attention_2 when installed,
+    on CUDA and in half precision; else none, so transformers takes sdpa where the family
+    supports it and eager where it does not (Gemma 2)."""
     half = dtype in (torch.float16, torch.bfloat16)
     if device.type == "cuda" and half and is_flash_attn_2_available():
-        return "flash_attention_2"
-    return "sdpa"
+        return {"attn_implementation": "flash_attention_2"}
+    return {}
 
 
 def load(
@@ -207,7 +209,7 @@ def _from_pretrained(path: str, device, dtype, revision, big_model: dict,
         _check_device_map(big_model["device_map"], config, path)
     model = AutoModel.from_pretrained(
         path, config=config, dtype=dtype,
-        attn_implementation=attn_implementation(device, dtype), **source,
+        **attn_implementation(device, dtype), **source,
         **{k: v for k, v in big_model.items() if v is not None},
     )
     if big_model["device_map"] is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from .massive import summary_line
+
 LEVEL_ORDER = ("representation", "geometry", "function")
 
 
@@ -31,7 +33,8 @@ def summarize(ds: xr.Dataset) -> str:
                 stats = (f"{finite.mean():7.3f} {finite.min():7.3f} {finite.max():7.3f}"
                          if finite.size else f"{'nan':>7} {'nan':>7} {'nan':>7}")
                 lines.append(f"{level:<15} {label:<28} {stats}")
-    return "\n".join(lines)
+    massive_line = summary_line(ds.attrs)
+    return "\n".join(lines + ([massive_line] if massive_line else []))
 
 
 def _rows(name: str, var: xr.DataArray, extra: list[str]):
