@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-LEVEL_ORDER = ("representation", "geometry", "function")
+from .schema import LAYER_DIMS, LEVELS, is_similarity
+
+LEVEL_ORDER = LEVELS  # the levels in the order they are reported (an older name)
 
 
 def summarize(ds: xr.Dataset) -> str:
@@ -19,13 +21,12 @@ def summarize(ds: xr.Dataset) -> str:
         level           variable                 mean    min    max
         representation  dimension_correlation   0.912  0.850  0.990
     """
-    layer_dims = {"layer", "layer_a", "layer_b", "checkpoint"}
     lines = [_title(ds), f"{'level':<15} {'variable':<28} {'mean':>7} {'min':>7} {'max':>7}"]
-    for level in LEVEL_ORDER:
+    for level in LEVELS:
         for name, var in ds.data_vars.items():
-            if var.attrs.get("level") != level or "diagnostic" in var.attrs:
+            if var.attrs.get("level") != level or not is_similarity(var):
                 continue
-            extra = [d for d in var.dims if d not in layer_dims]
+            extra = [d for d in var.dims if d not in LAYER_DIMS]
             for label, values in _rows(name, var, extra):
                 finite = values[np.isfinite(values)]
                 stats = (f"{finite.mean():7.3f} {finite.min():7.3f} {finite.max():7.3f}"

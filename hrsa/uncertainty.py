@@ -7,7 +7,7 @@ other, so a resample draws texts with replacement and keeps all the rows of ever
 the rows are the texts. Capture is done once. Metrics with ``score_resampled`` (linear CKA,
 dimension correlation, procrustes_alignment: exactly, from weighted moments; k-NN overlap:
 with the full sample's neighbour sets) score all B replicates from the full rows'
-preparations (:mod:`hrsa.resampling`); every other metric is recomputed (``prepare`` +
+preparations (:mod:`hrsa.metrics.weights`); every other metric is recomputed (``prepare`` +
 ``score``) on each replicate's rows.
 
 Permutation null: model b's texts are shuffled against model a's. Pooled: rows of b are
@@ -28,15 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
 from . import metrics as metrics_mod
-from .resampling import TextResampling
+from .engine.scoring import score, score_replicates
+from .metrics.weights import TextResampling
+from .options import validate_uncertainty as validate
+from .schema import diagnostic_attrs, similarity_names
 
 __all__ = ["bootstrap_indices", "bootstrap_draws", "permutation_indices", "percentile_interval",
            "bootstrap_metric", "permutation_test", "difference", "validate",
@@ -46,27 +50,7 @@ __all__ = ["bootstrap_indices", "bootstrap_draws", "permutation_indices", "perce
 _BOOT_STREAM, _PERM_STREAM, _STRATA_STREAM, _JACK_STREAM = 0xB007, 0x9E53, 0x5717, 0x7ACC
 
 
-CI_METHODS = ("percentile", "bca")
 JACKKNIFE_GROUPS = 100  # at most this many leave-group-out replicates for BCa
-
-
-def validate(bootstrap: int, ci: float, permutations: int,
-             keep_replicates: bool = False, ci_method: str = "percentile") -> None:
-    """ValueError naming the argument for a bad ``bootstrap`` (0 = off, else >= 2), ``ci``
-    (in (0, 1)), ``permutations`` (0 = off, else >= 1) or ``ci_method``."""
-    for name, value, low in (("bootstrap", bootstrap, 2), ("permutations", permutations, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an int (0 = off), got {value!r}")
-        if value != 0 and value < low:
-            raise ValueError(f"{name} must be 0 (off) or at least {low}, got {value}")
-    if isinstance(ci, bool) or not isinstance(ci, (int, float, np.floating)) \
-            or not 0.0 < float(ci) < 1.0:
-        raise ValueError(f"ci must be a coverage level strictly between 0 and 1 (e.g. 0.95), "
-                         f"got {ci!r}")
-    if keep_replicates and not bootstrap:
-        raise ValueError("keep_replicates=True needs bootstrap >= 2")
-    if ci_method not in CI_METHODS:
-        raise ValueError(f"ci_method must be one of {CI_METHODS}, got {ci_method!r}")
 
 
 # ---------------------------------------------------------------- index generation
@@ -291,10 +275,6 @@ def row_units(da: xr.DataArray) -> np.ndarray:
     return np.asarray(da["text"].values)
 
 
-def _similarity_names(ds: xr.Dataset) -> list[str]:
-    return [n for n, v in ds.data_vars.items() if "diagnostic" not in v.attrs]
-
-
 class _WarningTally:
     """Collects warnings raised inside replicates; re-issues each message once, counted."""
 
@@ -317,24 +297,30 @@ class _WarningTally:
 
 
 def add_to_comparison(ds: xr.Dataset, rows_a: xr.DataArray, rows_b: xr.DataArray,
-                      metric_objs: list, score: Callable[[list, xr.DataArray, xr.DataArray],
-                                                         xr.Dataset],
-                      score_replicates: Callable[[list, TextResampling], list[xr.Dataset]], *,
+                      metric_objs: Sequence, *, pairs: str, final_layer_only: Sequence[str],
                       bootstrap: int, ci: float, permutations: int, keep_replicates: bool,
-                      seed: int, progress: bool, ci_method: str = "percentile") -> xr.Dataset:
+                      seed: int, progress: bool, ci_method: str = "percentile",
+                      device: torch.device = torch.device("cpu")) -> xr.Dataset:
     """``ds`` (scores of ``rows_a`` vs ``rows_b``) with bootstrap intervals and permutation
     p-values for every similarity variable.
 
-    ``score(metrics, xa, xb)`` recomputes the scores of ``metrics`` on other rows;
-    ``score_replicates(metrics, resampling)`` gives the B bootstrap replicates of metrics
-    with ``score_resampled`` (:func:`hrsa.metrics.supports_resampling`) from the full
-    rows. The other metrics are recomputed on each replicate's rows, and every metric on
-    each permutation's rows.
+    The engine scores the replicates (:mod:`hrsa.engine.scoring`, on ``device``, the layer
+    pairs of ``pairs`` and ``final_layer_only``): metrics with ``score_resampled``
+    (:func:`hrsa.metrics.supports_resampling`) give the B bootstrap replicates from the
+    full rows' preparations; the others are recomputed on each replicate's rows, and every
+    metric on each permutation's rows.
     """
+    def rescore(metrics: list, xa: xr.DataArray, xb: xr.DataArray) -> xr.Dataset:
+        return score(metrics, xa, xb, pairs, final_layer_only, False, device)
+
+    def replicates(metrics: list, resampling: TextResampling) -> list[xr.Dataset]:
+        return score_replicates(metrics, rows_a, rows_b, pairs, final_layer_only, progress,
+                                resampling, device)
+
     row_dim = rows_a.dims[1]
     units = row_units(rows_a)
     n_units = len(np.unique(units))
-    names = _similarity_names(ds)
+    names = similarity_names(ds)
     ds = ds.copy()
     ds.attrs.update({"bootstrap": int(bootstrap), "permutations": int(permutations),
                      "uncertainty_seed": int(seed), "resampling_unit": "text",
@@ -344,11 +330,11 @@ def add_to_comparison(ds: xr.Dataset, rows_a: xr.DataArray, rows_b: xr.DataArray
             raise ValueError(f"a text-level bootstrap needs at least 2 texts with rows, got "
                              f"{n_units}")
         draws = bootstrap_draws(n_units, bootstrap, seed)
-        reps = _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
+        reps = _replicates(rows_a, rows_b, metric_objs, rescore, replicates,
                            TextResampling.from_draws(units, draws), "bootstrap", progress)
         jackknife = None
         if ci_method == "bca":
-            jackknife = _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
+            jackknife = _replicates(rows_a, rows_b, metric_objs, rescore, replicates,
                                     jackknife_resampling(units, seed), "jackknife",
                                     progress)
         ds = add_intervals(ds, reps, ci=ci, keep_replicates=keep_replicates,
@@ -361,7 +347,7 @@ def add_to_comparison(ds: xr.Dataset, rows_a: xr.DataArray, rows_b: xr.DataArray
             # b's rows relabelled to a's so that the coords line up
             xb = rows_b.isel({row_dim: rb}).drop_vars(
                 [c for c in ("text", "position", "token_id", row_dim) if c in rows_b.coords])
-            rep = tally.run(score, metric_objs, rows_a.isel({row_dim: ra}), xb)
+            rep = tally.run(rescore, metric_objs, rows_a.isel({row_dim: ra}), xb)
             for n in names:
                 nulls[n].append(rep[n].values)
         tally.flush(permutations)
@@ -388,7 +374,7 @@ def add_intervals(ds: xr.Dataset, replicates: list[xr.Dataset], *, ci: float,
     method = "percentile" if jackknife is None else "bca"
     ds.attrs.update({"bootstrap": bootstrap, "ci": float(ci), "ci_method": method})
     label = f"{100 * ci:g}%" + (" BCa" if jackknife is not None else "")
-    for n in _similarity_names(ds):
+    for n in similarity_names(ds):
         stack = np.stack([rep[n].values for rep in replicates])
         if jackknife is None:
             low, high = percentile_interval(stack, ci)
@@ -411,7 +397,7 @@ def add_intervals(ds: xr.Dataset, replicates: list[xr.Dataset], *, ci: float,
 def stratified_resampling(strata: np.ndarray, n_boot: int, seed: int) -> TextResampling:
     """``n_boot`` resamples of ``n`` texts, each stratum's texts drawn with replacement
     within the stratum (so every stratum keeps its size), as a
-    :class:`~hrsa.resampling.TextResampling` with one row per text.
+    :class:`~hrsa.metrics.weights.TextResampling` with one row per text.
 
     ``strata: (n,)`` labels (the probe: split and class). ValueError naming the stratum if
     one has fewer than 2 texts (a resample of one text has no variability).
@@ -432,7 +418,7 @@ def stratified_resampling(strata: np.ndarray, n_boot: int, seed: int) -> TextRes
     return TextResampling(np.arange(strata.size), counts)
 
 
-def _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
+def _replicates(rows_a, rows_b, metric_objs, rescore: Callable, replicates: Callable,
                 resampling: TextResampling, what: str, progress) -> list[xr.Dataset]:
     """One Dataset per replicate of ``resampling`` (on the texts of ``rows_a``, codes in
     sorted order): scored from the full rows by metrics that support it, recomputed on the
@@ -444,14 +430,14 @@ def _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
     reps = [xr.Dataset() for _ in range(len(counts))]
     tally = _WarningTally(f"{what} replicates")
     if direct:
-        reps = tally.run(score_replicates, direct, resampling)
+        reps = tally.run(replicates, direct, resampling)
     if recomputed:
         groups = _rows_by_unit(resampling.units)
         for r, u in enumerate(tqdm(counts, desc=f"{what} (recomputed metrics)",
                                    disable=not progress, unit="rep")):
             idx = np.concatenate([groups[t] for t in np.repeat(np.arange(len(groups)),
                                                                u.astype(int))])
-            rep = tally.run(score, recomputed, rows_a.isel({row_dim: idx}),
+            rep = tally.run(rescore, recomputed, rows_a.isel({row_dim: idx}),
                             rows_b.isel({row_dim: idx}))
             reps[r] = reps[r].merge(rep, compat="override", join="exact")
     tally.flush(len(counts))
@@ -460,9 +446,10 @@ def _replicates(rows_a, rows_b, metric_objs, score, score_replicates,
 
 def _companion(var: xr.DataArray, values: np.ndarray, diagnostic: str, what: str, *,
                dims_first: tuple = (), **extra) -> xr.DataArray:
-    attrs = {k: v for k, v in var.attrs.items() if k != "chance"}
-    attrs.update({"long_name": f"{var.attrs.get('long_name', var.name)} ({what})",
-                  "diagnostic": diagnostic, **extra})
+    """A bootstrap or permutation companion of the similarity ``var`` (no chance floor)."""
+    base = {k: v for k, v in var.attrs.items() if k != "chance"}
+    attrs = diagnostic_attrs({**base, "long_name": var.attrs.get("long_name", var.name)},
+                             diagnostic, what, **extra)
     return xr.DataArray(values, dims=dims_first + var.dims, coords=var.coords, attrs=attrs)
 
 
@@ -505,7 +492,7 @@ def difference(ds1: xr.Dataset, ds2: xr.Dataset, *, ci: float | None = None,
                              "bootstrap)")
     ci = float(ds1.attrs.get("ci", 0.95)) if ci is None else ci
     validate(2, ci, 0)
-    both = [n for n in _similarity_names(ds1) if f"{n}_boot" in ds1 and f"{n}_boot" in ds2]
+    both = [n for n in similarity_names(ds1) if f"{n}_boot" in ds1 and f"{n}_boot" in ds2]
     names = both if variables is None else list(variables)
     missing = [n for n in names if n not in both]
     if missing:
@@ -528,8 +515,8 @@ def difference(ds1: xr.Dataset, ds2: xr.Dataset, *, ci: float | None = None,
                                      ("se", _se(reps), "bootstrap SE")):
             out[f"{n}_diff_{suffix}"] = xr.DataArray(
                 values, dims=a.dims, coords=a.coords,
-                attrs={**base, "long_name": f"{label} (ds1 - ds2, {what})",
-                       "diagnostic": suffix})
+                attrs=diagnostic_attrs({**base, "long_name": label}, suffix,
+                                       f"ds1 - ds2, {what}"))
     attrs = {k: ds1.attrs[k] for k in _MUST_MATCH if k in ds1.attrs}
     attrs.update({"ci": ci, "model_a": ds1.attrs.get("model_a", ""),
                   "comparison_1": f"{ds1.attrs.get('model_a', 'a')} vs "

@@ -31,12 +31,14 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.stats import hypergeom, rankdata
 from sklearn.neighbors import kneighbors_graph
 
-from . import Metric
 from ._util import (as_matrix, centered, centred_input, check_not_constant, check_pair,
-                    ieee_float32, subsample_indices, warn)
+                    ieee_float32, warn)
+from .base import Metric
+from .subsample import subsample_indices
 
 if TYPE_CHECKING:
-    from ..resampling import TextResampling
+    from .moments import CrossMoments
+    from .weights import TextResampling
 
 __all__ = ["LinearCKA", "DebiasedCKA", "RBFCKA", "KNNOverlap", "RSA", "Procrustes", "Geodesic",
            "METRICS"]
@@ -278,6 +280,14 @@ class LinearCKA(Metric):
         check_pair(prep_x, prep_y)
         cross = _cross_sq(prep_x.lin, prep_y.lin.to(prep_x.lin.row_sq.device))
         return float(cross) / math.sqrt(prep_x.self_term() * prep_y.self_term())
+
+    def score_moments(self, moments: CrossMoments) -> float:
+        """From streamed moments: ``||Cxy||_F^2 / (||Cxx||_F ||Cyy||_F)``."""
+        cxx, cyy, cxy = moments.centred()
+        denominator = torch.linalg.matrix_norm(cxx) * torch.linalg.matrix_norm(cyy)
+        if denominator <= 0:
+            raise ValueError("a representation is constant: linear CKA is undefined")
+        return float(cxy.square().sum() / denominator)
 
     def score_all(self, preps_x: list[_CKAPrep], preps_y: list[_CKAPrep]) -> np.ndarray:
         """All pairs at once (see ``Metric.score_all``): the cross terms of every pair come from
