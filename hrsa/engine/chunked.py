@@ -1,6 +1,6 @@
 """Scores of dask-backed activations (:mod:`hrsa.store`) without loading all their rows.
 
-Metrics with ``score_moments`` (:class:`~hrsa.metrics.moments.FromMoments`) come from float64
+Metrics with ``score_moments`` (:class:`~hrsa.metrics.base.FromMoments`) come from float64
 :class:`~hrsa.metrics.moments.CrossMoments` over every row, read one chunk of rows at a
 time; every other metric scores the seeded ``max_tokens`` subsample, loaded one layer at a
 time, through :func:`hrsa.engine.scoring.score`.
@@ -16,7 +16,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..metrics import Metric, get
-from ..metrics.moments import STREAMING_METRICS, CrossMoments, FromMoments
+from ..metrics.base import FromMoments
+from ..metrics.moments import STREAMING_METRICS, CrossMoments
 from .assemble import chance_floor, fits_width, to_variables
 from .pairs import depth, final_label, layer_pairs, pair_grid
 from .scoring import score
@@ -79,7 +80,7 @@ def score_chunked(metric_objs: list, xa: xr.DataArray, xb: xr.DataArray,
 
 def _from_moments(metric: Metric) -> bool:
     """Whether ``metric`` is one :meth:`CrossMoments.score` computes (a
-    :class:`~hrsa.metrics.moments.FromMoments` metric with default parameters)."""
+    :class:`~hrsa.metrics.base.FromMoments` metric with default parameters)."""
     return isinstance(metric, FromMoments) and metric.name in STREAMING_METRICS and \
         metric.params() == get(metric.name).params()
 

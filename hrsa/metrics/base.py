@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from ._util import as_matrix
 if TYPE_CHECKING:
     from .weights import TextResampling
 
-__all__ = ["Metric", "LEVELS", "INVARIANCES", "CAPABILITIES"]
+__all__ = ["Metric", "LEVELS", "INVARIANCES", "BatchedScores", "ResampledScores", "FromMoments",
+           "CAPABILITIES"]
 
 LEVELS = ("representation", "geometry", "function")
 INVARIANCES = frozenset(
@@ -117,10 +118,32 @@ class Metric:
         return f"{type(self).__name__}({args})"
 
 
-# optional capabilities: method name -> what it must be (checked at register)
-CAPABILITIES = {
-    "score_all": "score every pair of two lists of prepared layers: (len(x), len(y)) float64",
-    "score_resampled": "every bootstrap replicate from the full data's preparations",
-    "score_moments": "the score from streamed moments (hrsa.metrics.moments.FromMoments)",
-    "chance": "the expected score of unrelated inputs where known",
-}
+class BatchedScores(Protocol):
+    """Optional capability: every pair of two lists of prepared representations at once,
+    ``(len(preps_x), len(preps_y))`` float64, equal to ``score`` pair by pair."""
+
+    def score_all(self, preps_x: Sequence[Any], preps_y: Sequence[Any]) -> np.ndarray: ...
+
+
+class ResampledScores(Protocol):
+    """Optional capability: every text-level bootstrap replicate of a
+    :class:`~hrsa.metrics.weights.TextResampling` from the full data's preparations."""
+
+    def score_resampled(self, prep_x: Any, prep_y: Any,
+                        resampling: TextResampling) -> list[float | dict[str, float]]: ...
+
+
+@runtime_checkable
+class FromMoments(Protocol):
+    """Optional capability: the score from streamed float64 moments of every row
+    (``moments``: a :class:`hrsa.metrics.moments.CrossMoments`), equal to ``score`` on all
+    the rows at once. Used by :mod:`hrsa.streaming` and by compare on dask-backed
+    activations."""
+
+    def score_moments(self, moments: Any) -> float: ...
+
+
+# the optional capabilities, by method name; a metric that has one is checked at register
+CAPABILITIES: dict[str, type] = {"score_all": BatchedScores,
+                                 "score_resampled": ResampledScores,
+                                 "score_moments": FromMoments}

@@ -4,7 +4,7 @@ For paired rows ``X: (n, d1)`` and ``Y: (n, d2)`` (the same token positions in b
 models), the sums ``n``, ``sum X``, ``sum Y``, ``X^T X``, ``Y^T Y`` and ``X^T Y`` determine
 the centred products ``Cxy = X^T Y - n mx my^T`` (and ``Cxx``, ``Cyy``). A metric that can
 be computed from them implements ``score_moments(moments)``
-(:class:`FromMoments`): linear CKA, dimension correlation and
+(:class:`hrsa.metrics.base.FromMoments`): linear CKA, dimension correlation and
 procrustes_alignment, exactly the values they give on all the rows at once. Memory:
 ``d1^2 + d2^2 + d1 d2`` float64 per pair, whatever the number of rows.
 """
@@ -12,10 +12,10 @@ procrustes_alignment, exactly the values they give on all the rows at once. Memo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 
+from .base import FromMoments
 from .registry import get
 
 __all__ = ["CrossMoments", "FromMoments", "STREAMING_METRICS"]
@@ -69,12 +69,3 @@ class CrossMoments:
             raise ValueError(f"metric {name!r} cannot be streamed; streamable: "
                              f"{STREAMING_METRICS}")
         return metric.score_moments(self)
-
-
-@runtime_checkable
-class FromMoments(Protocol):
-    """Optional capability: the score from streamed float64 moments of every row
-    (:class:`CrossMoments`), equal to ``score`` on all the rows at once.
-    Used by :mod:`hrsa.streaming` and by compare on dask-backed activations."""
-
-    def score_moments(self, moments: CrossMoments) -> float: ...

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._util import as_matrix, check_pair
-from .base import INVARIANCES, LEVELS, Metric
+from .base import CAPABILITIES, INVARIANCES, LEVELS, Metric
 
 __all__ = ["register", "get", "available", "chance", "prepare", "supports_resampling"]
 
@@ -53,6 +53,23 @@ def _check_declaration(name: str, level: str, invariances: frozenset[str]) -> No
                          f"choose from {sorted(INVARIANCES)}")
 
 
+def _check_capabilities(metric: type[Metric] | Metric, name: str) -> None:
+    """TypeError unless each optional capability that ``metric`` implements (a method of
+    :data:`~hrsa.metrics.base.CAPABILITIES` beyond the base class's) is callable with its
+    Protocol's arguments."""
+    cls = metric if isinstance(metric, type) else type(metric)
+    for method, protocol in CAPABILITIES.items():
+        impl = getattr(cls, method, None)
+        if impl is None or impl is getattr(Metric, method, None):
+            continue
+        expected = inspect.signature(getattr(protocol, method))
+        try:
+            inspect.signature(impl).bind(*expected.parameters)
+        except (TypeError, ValueError):
+            raise TypeError(f"metric {name!r}: {method} must take the arguments of "
+                            f"{protocol.__name__}.{method}{expected}") from None
+
+
 def register(
     metric: type[Metric] | Metric | Callable[[Any, Any], float],
     name: str | None = None,
@@ -85,6 +102,7 @@ def register(
             raise ValueError(f"name {name!r} differs from the instance's name {metric.name!r}")
         entry: type[Metric] | Metric = metric
         _check_declaration(name, metric.level, frozenset(metric.invariances))
+        _check_capabilities(metric, name)
     elif callable(metric):
         name = name or getattr(metric, "__name__", "")
         if level is None:
