@@ -4,7 +4,8 @@ module imports another module's private (``_``-prefixed) name.
 Every import counts, at module level or inside a function, under ``TYPE_CHECKING`` or not:
 an import moved into a function to dodge a cycle is still an edge. Importing ``a.b.c``
 from outside package ``a.b`` also runs ``a.b``'s ``__init__``, so it adds that edge too.
-A private module (``_util``) may be imported from inside its own package only.
+A private module (``metrics/_util.py``) may be imported from inside its package only
+(``hrsa.metrics`` and its subpackages).
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def _graph() -> tuple[dict[str, set[str]], list[str]]:
                 if ancestor in modules and ancestor != module and \
                         not (package + ".").startswith(ancestor + "."):
                     edges[module].add(ancestor)
-            for i, part in enumerate(parts):
+            for i, part in enumerate(parts):  # a private module: within its package only
                 if part.startswith("_") and not part.startswith("__") and \
-                        ".".join(parts[:i]) != package:
+                        not (package + ".").startswith(".".join(parts[:i]) + "."):
                     private.append(f"{module} imports {target}")
             if name and name.startswith("_") and not name.startswith("__"):
                 private.append(f"{module} imports {name} from {target}")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "ROTATION_FREE",
     "as_matrix",
     "centered",
     "check_not_constant",
@@ -25,6 +26,9 @@ __all__ = [
     "ieee_float32",
     "warn",
 ]
+
+# the invariances of the geometry-level metrics that see the whole shape
+ROTATION_FREE = frozenset({"orthogonal", "isotropic_scaling", "translation", "permutation"})
 
 
 def as_matrix(X: Any, name: str = "X", min_rows: int = 2) -> torch.Tensor:
