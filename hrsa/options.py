@@ -97,14 +97,17 @@ class Options:
 
 
 def resolve_metrics(metrics: Sequence) -> list[metrics_mod.Metric]:
-    """Metric objects for ``metrics``: names, ``(name, params)`` pairs or objects."""
+    """Metric objects for ``metrics``: names, ``(name, params)`` pairs or objects. Any
+    registered metric that compares two representations pairwise may be given, at any
+    level (``linear_predictivity`` too); the probe, bound to labels, comes through
+    ``labels=``."""
     if isinstance(metrics, (str, metrics_mod.Metric)):
         metrics = [metrics]
     resolved = [metrics_mod.get(m[0], **m[1]) if isinstance(m, (tuple, list)) else
                 metrics_mod.get(m) for m in metrics]
-    function_level = [m.name for m in resolved if m.level == "function"]
-    if function_level:
-        raise ValueError(f"metrics: {function_level} are function-level; pass labels= to "
+    bound = [m.name for m in resolved if getattr(m, "needs_labels", False)]
+    if bound:
+        raise ValueError(f"metrics: {bound} need the texts' labels; pass labels= to "
                          "compare() for the probe instead")
     return resolved
 

@@ -41,6 +41,8 @@ class Metric:
         same_dim: True when ``X`` and ``Y`` must have the same width (``d1 == d2``);
             ``compare`` then leaves the metric out, with a warning, for models of
             different hidden sizes.
+        needs_labels: True for a metric bound to the texts' labels (the linear probe):
+            ``compare`` scores it through ``labels=``, not ``metrics=``.
     """
 
     name: ClassVar[str] = ""
@@ -50,6 +52,7 @@ class Metric:
     range: tuple[float, float] = (-math.inf, math.inf)
     dims: dict[str, tuple] = {}
     same_dim: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         """Constructor parameters as netCDF-safe values (str, int, float, list of those)."""

@@ -24,7 +24,7 @@ from .moments import CrossMoments
 from .registry import prepare
 from .weights import TextResampling
 
-__all__ = ["check_metric"]
+__all__ = ["check_metric", "transform"]
 
 
 def check_metric(metric: Metric, X: Any = None, Y: Any = None, *, seed: int = 0,
@@ -54,7 +54,7 @@ def check_metric(metric: Metric, X: Any = None, Y: Any = None, *, seed: int = 0,
     _check_output(metric, value, check)
     check(_close(value, metric(X, Y), 0.0), "__call__ differs from score(prepare, prepare)")
     for kind in sorted(metric.invariances):
-        moved = metric(_transform(kind, X, rng), _transform(kind, Y, rng))
+        moved = metric(transform(kind, X, rng), transform(kind, Y, rng))
         check(_close(value, moved, rtol), f"declares {kind!r} invariance, but the score "
                                           f"moves from {_main(value)} to {_main(moved)}")
     wider = np.hstack([Y, rng.normal(size=(len(Y), 1))])
@@ -77,8 +77,10 @@ def _data(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, np.ndar
     return X, Y
 
 
-def _transform(kind: str, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``Z: (n, d)`` under a random map of the invariance ``kind``."""
+def transform(kind: str, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``Z: (n, d)`` under a random map of the invariance ``kind`` (one of
+    :data:`~hrsa.metrics.base.INVARIANCES`): a Haar-random rotation, a scale in [0.1, 10],
+    a shift, a column permutation, or a well-conditioned invertible matrix."""
     d = Z.shape[1]
     if kind == "orthogonal":
         return Z @ np.linalg.qr(rng.normal(size=(d, d)))[0]
@@ -88,7 +90,9 @@ def _transform(kind: str, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray
         return Z + 5 * rng.normal(size=d)
     if kind == "permutation":
         return Z[:, rng.permutation(d)]
-    return Z @ (rng.normal(size=(d, d)) + 3 * np.eye(d))  # invertible_linear
+    if kind == "invertible_linear":
+        return Z @ (rng.normal(size=(d, d)) + 3 * np.eye(d))
+    raise ValueError(f"kind must be one of {sorted(INVARIANCES)}, got {kind!r}")
 
 
 def _main(value: float | dict) -> float:

@@ -80,6 +80,7 @@ class LinearProbeTransfer(Metric):
     long_name = "cross-model linear-probe accuracy"
     level = "function"
     same_dim = True
+    needs_labels = True
     range = (0.0, 1.0)
 
     def __init__(self, labels: Any, classifier: str = "logistic", C: float = 1.0,
