@@ -15,7 +15,6 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
@@ -190,24 +189,18 @@ def _compare_activations(acts_a: list, acts_b: list, texts, labels, opts: Option
 def _probe(pooled_a: xr.DataArray, pooled_b: xr.DataArray, labels: list, opts: Options,
            progress: bool) -> xr.Dataset:
     """The function level: ``probe_self`` / ``probe_direct`` from mean-pooled text vectors
-    (:func:`hrsa.engine.scoring.score_probe`), with bootstrap intervals (texts resampled
-    within split and class) when ``opts.bootstrap``."""
+    (:func:`hrsa.engine.scoring.score_probe`), with bootstrap intervals
+    (:func:`hrsa.uncertainty.add_probe_intervals`) when ``opts.bootstrap``."""
     metric = metrics_mod.get("linear_probe_transfer", labels=list(labels),
                              **{"seed": opts.seed, **opts.probe})
     pairs = "final" if "probe" in opts.final_layer_only else opts.pairs
     device = opts.metric_device
     probe = score_probe(metric, pooled_a, pooled_b, pairs, progress, device=device)[0]
     if opts.bootstrap:
-        resampling = uncertainty.stratified_resampling(metric.strata(), opts.bootstrap,
-                                                       opts.seed)
-        jackknife = None
-        if opts.ci_method == "bca":
-            jackknife = score_probe(metric, pooled_a, pooled_b, pairs, False,
-                                    uncertainty.jackknife_resampling(np.arange(len(labels)),
-                                                                     opts.seed), device)
-        probe = uncertainty.add_intervals(
-            probe, score_probe(metric, pooled_a, pooled_b, pairs, False, resampling, device),
-            ci=opts.ci, keep_replicates=opts.keep_replicates, jackknife=jackknife)
+        probe = uncertainty.add_probe_intervals(
+            probe, metric, pooled_a, pooled_b, pairs, bootstrap=opts.bootstrap, ci=opts.ci,
+            ci_method=opts.ci_method, keep_replicates=opts.keep_replicates, seed=opts.seed,
+            device=device)
     return probe
 
 

@@ -38,7 +38,7 @@ from ..metrics.weights import TextResampling
 from ..options import CI_METHODS
 from ..options import validate_uncertainty as validate
 from ..schema import diagnostic_attrs, similarity_names
-from .comparison import add_intervals, add_to_comparison
+from .comparison import add_intervals, add_probe_intervals, add_to_comparison
 from .draws import (JACKKNIFE_GROUPS, bootstrap_draws, bootstrap_indices, jackknife_resampling,
                     permutation_indices, row_units, stratified_resampling, units_hash)
 from .intervals import bca_interval, p_value, percentile_interval, standard_error
@@ -46,7 +46,7 @@ from .intervals import bca_interval, p_value, percentile_interval, standard_erro
 __all__ = ["bootstrap_indices", "bootstrap_draws", "permutation_indices", "percentile_interval",
            "bootstrap_metric", "permutation_test", "difference", "validate",
            "add_intervals", "stratified_resampling", "bca_interval", "jackknife_resampling",
-           "add_to_comparison", "row_units", "units_hash", "p_value", "CI_METHODS",
+           "add_to_comparison", "add_probe_intervals", "row_units", "units_hash", "p_value", "CI_METHODS",
            "JACKKNIFE_GROUPS"]
 
 

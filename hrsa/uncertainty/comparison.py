@@ -1,7 +1,7 @@
 """The uncertainty of a whole comparison: bootstrap intervals and permutation p-values for
 every similarity variable of a Dataset, its replicates scored by the engine
 (:mod:`hrsa.engine.scoring`). :func:`hrsa.compare` calls :func:`add_to_comparison` for
-``bootstrap=`` and ``permutations=``, and :func:`add_intervals` for the probe.
+``bootstrap=`` and ``permutations=``, and :func:`add_probe_intervals` for the probe.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .. import metrics as metrics_mod
-from ..engine.scoring import score, score_replicates
+from ..engine.scoring import score, score_probe, score_replicates
 from ..metrics.weights import TextResampling
 from ..schema import diagnostic_attrs, similarity_names
 from .draws import (bootstrap_draws, jackknife_resampling, permutation_indices, row_units,
-                    rows_by_unit, units_hash)
+                    rows_by_unit, stratified_resampling, units_hash)
 from .intervals import bca_interval, p_value, percentile_interval, standard_error
 
-__all__ = ["add_to_comparison", "add_intervals"]
+__all__ = ["add_to_comparison", "add_intervals", "add_probe_intervals"]
 
 
 class _WarningTally:
@@ -142,6 +142,26 @@ def add_intervals(ds: xr.Dataset, replicates: list[xr.Dataset], *, ci: float,
                                          "bootstrap replicate", dims_first=("bootstrap",),
                                          bootstrap=bootstrap, ci=float(ci))
     return ds
+
+
+def add_probe_intervals(probe: xr.Dataset, metric, pooled_a: xr.DataArray,
+                        pooled_b: xr.DataArray, pairs: str, *, bootstrap: int, ci: float,
+                        ci_method: str, keep_replicates: bool, seed: int,
+                        device: torch.device = torch.device("cpu")) -> xr.Dataset:
+    """The probe's variables ``probe`` (:func:`hrsa.engine.scoring.score_probe` of
+    ``metric`` on the mean-pooled ``pooled_a``, ``pooled_b``) with bootstrap intervals: each
+    replicate redraws the texts within split and class (:func:`stratified_resampling` of
+    ``metric.strata()``), scored from the full data's preparations; BCa's acceleration from
+    a grouped jackknife over the texts."""
+    resampling = stratified_resampling(metric.strata(), bootstrap, seed)
+    jackknife = None
+    if ci_method == "bca":
+        jackknife = score_probe(metric, pooled_a, pooled_b, pairs, False,
+                                jackknife_resampling(np.arange(len(metric.labels)), seed),
+                                device)
+    return add_intervals(probe, score_probe(metric, pooled_a, pooled_b, pairs, False,
+                                            resampling, device),
+                         ci=ci, keep_replicates=keep_replicates, jackknife=jackknife)
 
 
 def _replicates(rows_a, rows_b, metric_objs, rescore: Callable, replicates: Callable,
