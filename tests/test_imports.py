@@ -118,6 +118,30 @@ def test_no_import_of_another_modules_private_name():
     assert _graph()[1] == []
 
 
+def _bound_names(path: Path) -> set[str]:
+    """The names a module binds at its top level (defs, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_every_hrsa_import_resolves():
+    """Each imported module exists and binds each imported name: a relative import that
+    climbs to the wrong package fails here, not when its function first runs."""
+    modules = _modules()
+    missing = [f"{module}: {target}" + (f".{name}" if name else "")
+               for module, path in modules.items()
+               for target, name in _imports(module, path, modules)
+               if target not in modules or (name and name not in _bound_names(modules[target]))]
+    assert missing == []
+
+
 def test_the_checks_see_a_cycle_and_a_private_import():
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(edges) == [["a", "b", "c"]]
