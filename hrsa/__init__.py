@@ -7,9 +7,9 @@ manifold's shape) and function (a linear readout)::
     ds = hrsa.compare(model_a, model_b, texts)
 """
 
-__version__ = "0.1.0"
-
-from . import distributed, metrics, plot, probes, store, streaming, uncertainty  # noqa: E402
+from .version import __version__
+from . import (distributed, metrics, plot, probes, resampling, store,  # noqa: E402
+               streaming, uncertainty)
 from .capture import capture  # noqa: E402
 from .compare import compare, trajectory  # noqa: E402
 from .massive import massive_activations  # noqa: E402

@@ -12,7 +12,6 @@ Layer index = transformers' ``output_hidden_states`` index: 0 is the embedding o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import os
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ from . import massive as massive_mod
 from . import pooling as pooling_mod
 from . import store as store_mod
 from .models import Encoder, find_blocks, load
+from .schema import activations as _to_dataarray
+from .schema import text_hash  # noqa: F401  (hrsa.capture.text_hash, the public name)
 
 DEFAULT_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
 
@@ -326,15 +327,6 @@ def apply_template(texts: list[str], instruction: str | None, template: str) -> 
     return [template.format(instruction=instruction, text=text) for text in texts]
 
 
-def text_hash(texts: Sequence[str]) -> str:
-    """sha256 of the texts (length-prefixed, so boundaries count), hex, first 16 chars."""
-    digest = hashlib.sha256()
-    for text in texts:
-        data = text.encode()
-        digest.update(len(data).to_bytes(8, "little") + data)
-    return digest.hexdigest()[:16]
-
-
 def _check_nonempty(tokens, add_special_tokens: bool, name: str) -> None:
     """Raise for texts that tokenize to no token at all (an empty text without special
     tokens): their pooled vectors and rows would be zeros scored as data."""
@@ -453,51 +445,3 @@ def _forward_layers(encoder: Encoder, inputs: dict, layers: list[int], n_blocks:
 def _static_kwargs(encoder: Encoder) -> dict:
     params = inspect.signature(encoder.model.forward).parameters
     return {"use_cache": False} if "use_cache" in params else {}
-
-
-def _to_dataarray(out: Any, encoder: Encoder, layers, n_blocks, tokens, keep,
-                  pooling, texts, **options) -> xr.DataArray:
-    """The capture ``out: (layer, row, feature)`` (a torch tensor, or a lazy
-    :func:`hrsa.store.placeholder`) as a DataArray with coords and provenance attrs."""
-    from . import __version__
-
-    coords: dict[str, Any] = {
-        "layer": ("layer", np.asarray(layers)),
-        "depth": ("layer", np.asarray(layers) / n_blocks),
-    }
-    if pooling:
-        dims = ("layer", "sample", "feature")
-        coords["sample"] = ("sample", np.arange(len(texts)))
-    else:
-        dims = ("layer", "token", "feature")
-        ids = tokens["input_ids"]
-        coords["text"] = ("token", np.concatenate(
-            [np.full(len(k), i) for i, k in enumerate(keep)]).astype(np.int64))
-        coords["position"] = ("token", np.concatenate(keep).astype(np.int64))
-        coords["token_id"] = ("token", np.concatenate(
-            [np.asarray(ids[i], dtype=np.int64)[k] for i, k in enumerate(keep)]))
-    attrs = {
-        "model": encoder.name,
-        "revision": encoder.revision,
-        "pooling": pooling or "none",
-        "attention": encoder.attention,
-        "attention_switch": encoder.attention_switch,
-        "dtype": str(encoder.dtype).removeprefix("torch."),
-        "max_length": int(options["max_length"]),
-        "template": options["template"],
-        "instruction": options["instruction"] or "",
-        "prefix": encoder.prefix,
-        "add_special_tokens": int(options["add_special_tokens"]),
-        "exclude_special_tokens": int(options["exclude_special_tokens"]),
-        "exclude_first_token": int(options["exclude_first_token"]),
-        "max_tokens": int(options["max_tokens"] or 0),
-        "seed": int(options["seed"]),
-        "n_texts": len(texts),
-        "text_hash": text_hash(texts),
-        "num_blocks": int(n_blocks),
-        "hrsa_version": __version__,
-    }
-    data = out.numpy() if isinstance(out, torch.Tensor) else out
-    da = xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name="activations")
-    da.attrs["long_name"] = "hidden state"
-    return da

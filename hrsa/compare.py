@@ -1,33 +1,39 @@
-"""compare() and trajectory(): capture + metrics -> a labeled ``xarray.Dataset``.
+"""compare() and trajectory(): the user's entry points, from models (or captured
+activations) to a labeled ``xarray.Dataset``.
 
 A comparison holds one data variable per metric output, dims ``(layer,)`` for layers
-matched by relative depth or ``(layer_a, layer_b)`` for every pair. Each layer is
-prepared once per metric, whatever the number of pairs it enters.
+matched by relative depth or ``(layer_a, layer_b)`` for every pair (docs/design.md, "Data
+model"). This module resolves the options (:class:`hrsa.options.Options`), captures each
+model once per view (split over the ranks of a process group, :mod:`hrsa.distributed`),
+and hands the activations to the scoring engine (:mod:`hrsa.engine`), which prepares each
+layer once per metric, whatever the number of pairs it enters.
 """
 
 from __future__ import annotations
 
-import collections
-import json
-import warnings
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import distributed, uncertainty
 from . import metrics as metrics_mod
-from . import distributed, massive, presets, uncertainty
-from .capture import text_hash, validate_texts
-from .models import default_device
+from .capture import validate_texts
+from .engine.assemble import provenance
+from .engine.chunked import score_chunked
+from .engine.pairs import align_rows, layer_pairs
+from .engine.scoring import score, score_probe, score_replicates
+from .metrics.function import SPLITS
+from .options import PAIRS, Options, metric_device, resolve_metrics
 from .presets import UNSET
-from .resampling import TextResampling
+from .schema import check_activations, metric_attrs
 from .threads import limit_threads
 
-PAIRS = ("matched", "all")
-SPLITS = ("train", "dev", "test")
+# names this module had before the engine moved out, kept for existing imports
+__all__ = ["compare", "trajectory", "Options", "PAIRS", "SPLITS", "layer_pairs",
+           "metric_attrs", "metric_device", "resolve_metrics", "score_replicates"]
 
 
 def compare(
@@ -112,59 +118,34 @@ def compare(
     Returns:
         ``xarray.Dataset``; see docs/design.md and docs/metrics.md for the variables.
     """
-    uncertainty.validate(bootstrap, ci, permutations, keep_replicates, ci_method)
-    opts = _resolve(preset, metrics=metrics, pairs=pairs, pooling=pooling,
-                    max_tokens=max_tokens, seed=seed, probe=probe,
-                    final_layer_only=final_layer_only, capture_options=capture_options)
-    opts["uncertainty"] = dict(bootstrap=bootstrap, ci=ci, ci_method=ci_method,
-                               permutations=permutations, keep_replicates=keep_replicates)
+    opts = _resolve(locals())
+    texts, labels = _check_inputs(texts, labels)
+    views = _views(opts.pooling, labels)
+    with limit_threads(n_threads):
+        acts_a, acts_b = (_activations(model, texts, views, which, opts, progress)
+                          for which, model in (("a", a), ("b", b)))
+        return _compare_activations(acts_a, acts_b, texts, labels, opts, progress)
+
+
+def _resolve(arguments: Mapping[str, Any]) -> Options:
+    """The :class:`Options` of :func:`compare`'s ``arguments`` (its keywords by name)."""
+    return Options.resolve(
+        arguments["preset"], metrics=arguments["metrics"], pairs=arguments["pairs"],
+        pooling=arguments["pooling"], max_tokens=arguments["max_tokens"],
+        seed=arguments["seed"], probe=arguments["probe"],
+        final_layer_only=arguments["final_layer_only"], instruction=arguments["instruction"],
+        bootstrap=arguments["bootstrap"], ci=arguments["ci"], ci_method=arguments["ci_method"],
+        permutations=arguments["permutations"], keep_replicates=arguments["keep_replicates"],
+        capture_options=arguments["capture_options"])
+
+
+def _check_inputs(texts, labels) -> tuple[list[str] | None, list | None]:
+    """The texts and labels checked before the (long) capture."""
     if texts is not None:
         texts = validate_texts(texts)
-    if labels is not None:  # fail before the (long) capture
+    if labels is not None:
         labels = _validate_labels(labels, texts, None)
-    views = _views(opts["pooling"], labels)
-    with limit_threads(n_threads):
-        acts_a, acts_b = (
-            _activations(model, texts, views, which, max_tokens=opts["max_tokens"],
-                         seed=opts["seed"], instruction=instruction, progress=progress,
-                         **opts["capture_options"])
-            for which, model in (("a", a), ("b", b))
-        )
-        return _compare_activations(acts_a, acts_b, texts, labels=labels, opts=opts,
-                                    instruction=instruction, progress=progress)
-
-
-def _resolve(preset: str, *, metrics, capture_options: dict, **given) -> dict:
-    """The preset's options overridden by what was given; metrics resolved to objects."""
-    attention = capture_options.get("attention", UNSET)
-    opts = presets.resolve(preset, metrics=UNSET if metrics is None else metrics,
-                           attention=attention, **given)
-    if opts["pairs"] not in PAIRS:
-        raise ValueError(f"pairs must be one of {PAIRS}, got {opts['pairs']!r}")
-    opts["metric_objs"] = resolve_metrics(opts["metrics"])
-    opts["metric_device"] = metric_device(capture_options.get("device"))
-    unknown = set(opts["final_layer_only"]) - {m.name for m in opts["metric_objs"]} - {"probe"}
-    if unknown:
-        raise ValueError(f"final_layer_only names {sorted(unknown)}, which are neither among "
-                         "the metrics nor 'probe'")
-    capture_options = dict(capture_options)
-    opts["exclude_massive"] = capture_options.pop("exclude_massive", None)
-    if opts["exclude_massive"] is not None:
-        massive.check_ratio(opts["exclude_massive"])
-        if opts["pooling"] is not None:
-            raise ValueError("exclude_massive applies at token level only (pooling=None), "
-                             f"not with pooling={opts['pooling']!r}")
-    opts["capture_options"] = {**capture_options, "attention": opts["attention"]}
-    opts["preset"] = preset
-    return opts
-
-
-def metric_device(device: str | torch.device | None) -> torch.device:
-    """Where the metrics run for a capture on ``device``: that GPU for a CUDA device (None:
-    the default GPU when torch sees one), else the CPU (float64 metrics need a device that
-    has float64)."""
-    device = default_device() if device is None else torch.device(device)
-    return device if device.type == "cuda" else torch.device("cpu")
+    return texts, labels
 
 
 def _views(pooling: str | None, labels) -> tuple:
@@ -173,83 +154,55 @@ def _views(pooling: str | None, labels) -> tuple:
     return (pooling, "mean") if labels is not None and pooling != "mean" else (pooling,)
 
 
-def _compare_activations(acts_a: list, acts_b: list, texts, *, labels, opts: dict,
-                         instruction, progress) -> xr.Dataset:
+def _compare_activations(acts_a: list, acts_b: list, texts, labels, opts: Options,
+                         progress: bool) -> xr.Dataset:
     """The scoring half of :func:`compare`, on activations captured for every view."""
     if labels is not None:
         labels = _validate_labels(labels, texts, acts_a[0])
-    rows_a, rows_b = _align_rows(acts_a[0], acts_b[0], opts["max_tokens"], opts["seed"],
-                                 opts.get("exclude_massive"))
+    rows_a, rows_b = align_rows(acts_a[0], acts_b[0], opts.max_tokens, opts.seed,
+                                opts.exclude_massive)
+    metric_objs = list(opts.metrics)
     if acts_a[0].chunks is None and acts_b[0].chunks is None:
-        ds = _score(opts["metric_objs"], rows_a, rows_b, opts["pairs"],
-                    opts["final_layer_only"], progress, opts["metric_device"])
+        ds = score(metric_objs, rows_a, rows_b, opts.pairs, opts.final_layer_only, progress,
+                   opts.metric_device)
     else:  # dask-backed (hrsa.store): never all rows in memory at once
-        ds = _score_chunked(acts_a[0], acts_b[0], rows_a, rows_b, opts, progress)
-    unc = opts.get("uncertainty") or {}
-    if unc.get("bootstrap") or unc.get("permutations"):
-        grid = (opts["pairs"], opts["final_layer_only"])
-        device = opts["metric_device"]
-
-        def rescore(metric_objs: list, xa: xr.DataArray, xb: xr.DataArray) -> xr.Dataset:
-            return _score(metric_objs, xa, xb, *grid, False, device)
-
-        def replicates(metric_objs: list, resampling: TextResampling) -> list[xr.Dataset]:
-            return score_replicates(metric_objs, rows_a, rows_b, *grid, progress, resampling,
-                                    device)
-
+        if opts.resampled:
+            raise ValueError("bootstrap= and permutations= rescore all rows in memory; they "
+                             "are not available for dask-backed activations (hrsa.store): "
+                             "compare loaded arrays (acts.load()) or a subsample "
+                             "(acts.isel(token=...))")
+        ds = score_chunked(metric_objs, acts_a[0], acts_b[0], rows_a, rows_b, opts.pairs,
+                           opts.final_layer_only, progress, opts.metric_device)
+    if opts.resampled:
         ds = uncertainty.add_to_comparison(
-            ds, rows_a, rows_b, opts["metric_objs"], rescore, replicates,
-            seed=opts["seed"], progress=progress, **unc)
+            ds, rows_a, rows_b, metric_objs, pairs=opts.pairs,
+            final_layer_only=opts.final_layer_only, bootstrap=opts.bootstrap, ci=opts.ci,
+            permutations=opts.permutations, keep_replicates=opts.keep_replicates,
+            seed=opts.seed, progress=progress, ci_method=opts.ci_method,
+            device=opts.metric_device)
     if labels is not None:
-        probe_metric = metrics_mod.get("linear_probe_transfer", labels=list(labels),
-                                       **{"seed": opts["seed"], **opts["probe"]})
-        pairs = "final" if "probe" in opts["final_layer_only"] else opts["pairs"]
-        device = opts["metric_device"]
-        probe = _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, progress, device=device)[0]
-        if unc.get("bootstrap"):
-            resampling = uncertainty.stratified_resampling(
-                probe_metric.strata(), unc["bootstrap"], opts["seed"])
-            jackknife = None
-            if unc["ci_method"] == "bca":
-                jackknife = _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, False,
-                                   uncertainty.jackknife_resampling(np.arange(len(labels)),
-                                                                    opts["seed"]), device)
-            probe = uncertainty.add_intervals(
-                probe, _probe(probe_metric, acts_a[-1], acts_b[-1], pairs, False, resampling,
-                              device),
-                ci=unc["ci"], keep_replicates=unc["keep_replicates"], jackknife=jackknife)
-        ds = ds.merge(probe, compat="override", join="exact")
-    ds.attrs.update(_provenance(rows_a, rows_b, texts, instruction, opts))
+        ds = ds.merge(_probe(acts_a[-1], acts_b[-1], labels, opts, progress),
+                      compat="override", join="exact")
+    ds.attrs.update(provenance(rows_a, rows_b, texts, opts))
     return ds
 
 
-def _score_chunked(xa: xr.DataArray, xb: xr.DataArray, rows_a: xr.DataArray,
-                   rows_b: xr.DataArray, opts: dict, progress: bool) -> xr.Dataset:
-    """Scores of activations of which one at least is dask-backed: moment metrics over
-    every row, chunk by chunk, the others on ``rows_a``/``rows_b`` (the ``max_tokens``
-    subsample); see :func:`hrsa.streaming.score_chunked`."""
-    from .streaming import score_chunked  # streaming builds on this module
-
-    unc = opts.get("uncertainty") or {}
-    if unc.get("bootstrap") or unc.get("permutations"):
-        raise ValueError("bootstrap= and permutations= rescore all rows in memory; they are "
-                         "not available for dask-backed activations (hrsa.store): compare "
-                         "loaded arrays (acts.load()) or a subsample (acts.isel(token=...))")
-    return score_chunked(opts["metric_objs"], xa, xb, rows_a, rows_b, opts["pairs"],
-                         opts["final_layer_only"], progress, opts["metric_device"])
-
-
-def resolve_metrics(metrics: Sequence) -> list[metrics_mod.Metric]:
-    """Metric objects for ``metrics``: names, ``(name, params)`` pairs or objects."""
-    if isinstance(metrics, (str, metrics_mod.Metric)):
-        metrics = [metrics]
-    resolved = [metrics_mod.get(m[0], **m[1]) if isinstance(m, (tuple, list)) else
-                metrics_mod.get(m) for m in metrics]
-    function_level = [m.name for m in resolved if m.level == "function"]
-    if function_level:
-        raise ValueError(f"metrics: {function_level} are function-level; pass labels= to "
-                         "compare() for the probe instead")
-    return resolved
+def _probe(pooled_a: xr.DataArray, pooled_b: xr.DataArray, labels: list, opts: Options,
+           progress: bool) -> xr.Dataset:
+    """The function level: ``probe_self`` / ``probe_direct`` from mean-pooled text vectors
+    (:func:`hrsa.engine.scoring.score_probe`), with bootstrap intervals
+    (:func:`hrsa.uncertainty.add_probe_intervals`) when ``opts.bootstrap``."""
+    metric = metrics_mod.get("linear_probe_transfer", labels=list(labels),
+                             **{"seed": opts.seed, **opts.probe})
+    pairs = "final" if "probe" in opts.final_layer_only else opts.pairs
+    device = opts.metric_device
+    probe = score_probe(metric, pooled_a, pooled_b, pairs, progress, device=device)[0]
+    if opts.bootstrap:
+        probe = uncertainty.add_probe_intervals(
+            probe, metric, pooled_a, pooled_b, pairs, bootstrap=opts.bootstrap, ci=opts.ci,
+            ci_method=opts.ci_method, keep_replicates=opts.keep_replicates, seed=opts.seed,
+            device=device)
+    return probe
 
 
 def _validate_labels(labels, texts, acts: xr.DataArray | None) -> list:
@@ -264,11 +217,13 @@ def _validate_labels(labels, texts, acts: xr.DataArray | None) -> list:
     return labels
 
 
-def _activations(model, texts, views, which, *, max_tokens, seed, **options):
+def _activations(model, texts, views, which: str, opts: Options, progress: bool,
+                 **overrides: Any) -> list[xr.DataArray]:
     """Activations of one model for each view; a DataArray given is reused. Under a
-    process group the capture is split over the ranks (:mod:`hrsa.distributed`)."""
+    process group the capture is split over the ranks (:mod:`hrsa.distributed`).
+    ``overrides``: capture options for this model only (a checkpoint's revision)."""
     if isinstance(model, xr.DataArray):
-        _check_activation_dims(model, which)
+        check_activations(model, which)
         if len(views) > 1 and model.attrs.get("pooling") != "mean":
             raise ValueError(f"labels need mean-pooled text vectors, which cannot be derived "
                              f"from the token-level activations given as {which}; pass the "
@@ -279,365 +234,15 @@ def _activations(model, texts, views, which, *, max_tokens, seed, **options):
                          "activations can be compared without texts)")
     token_level = views[0] is None
     return distributed.capture_views(model, texts, views,
-                                     max_tokens=max_tokens if token_level else None,
-                                     seed=seed, **options)
+                                     max_tokens=opts.max_tokens if token_level else None,
+                                     seed=opts.seed, instruction=opts.instruction,
+                                     progress=progress,
+                                     **{**opts.capture_options, **overrides})
 
 
-def _check_activation_dims(da: xr.DataArray, which: str) -> None:
-    if da.ndim != 3 or da.dims[0] != "layer" or da.dims[1] not in ("sample", "token") \
-            or da.dims[2] != "feature":
-        raise ValueError(f"activations {which} must have dims (layer, sample|token, feature), "
-                         f"got {da.dims}")
-
-
-def _align_rows(xa: xr.DataArray, xb: xr.DataArray, max_tokens, seed,
-                exclude_massive: float | None = None):
-    """Check both have the same rows (the same token positions at token level); with
-    ``exclude_massive``, drop the rows massive in either (:mod:`hrsa.massive`); subsample
-    both with the same seed where there are more than ``max_tokens``."""
-    for da, which in ((xa, "a"), (xb, "b")):
-        _check_activation_dims(da, which)
-    if xa.dims[1] != xb.dims[1]:
-        raise ValueError(f"activations a are per {xa.dims[1]} and b per {xb.dims[1]}: "
-                         "compare token-level with token-level, pooled with pooled")
-    row_dim = xa.dims[1]
-    if xa.sizes[row_dim] != xb.sizes[row_dim]:
-        hint = (_special_token_hint(xa, xb) or " The two tokenizers split the texts "
-                "differently; compare pooled text vectors instead with pooling='mean'."
-                if row_dim == "token" else "")
-        raise ValueError(f"a has {xa.sizes[row_dim]} {row_dim} rows and b has "
-                         f"{xb.sizes[row_dim]}.{hint}")
-    for coord in ("text", "position", "token_id"):
-        if coord in xa.coords and coord in xb.coords and \
-                not np.array_equal(xa[coord].values, xb[coord].values):
-            raise ValueError(f"a and b disagree on the {coord!r} of their token rows: the two "
-                             "tokenizers split the texts differently, so rows are not the same "
-                             "positions. Compare pooled text vectors with pooling='mean'.")
-    if exclude_massive is not None:
-        drop = massive.massive_rows(xa, exclude_massive) | massive.massive_rows(
-            xb, exclude_massive)
-        xa, xb = (massive.exclude(da, exclude_massive, drop) for da in (xa, xb))
-    n = xa.sizes[row_dim]
-    if row_dim == "token" and max_tokens is not None and n > max_tokens:
-        keep = np.sort(np.random.default_rng(seed).choice(n, max_tokens, replace=False))
-        xa, xb = xa.isel({row_dim: keep}), xb.isel({row_dim: keep})
-    return xa, xb
-
-
-def _special_token_hint(xa: xr.DataArray, xb: xr.DataArray) -> str:
-    """A hint when one tokenizer puts exactly one more token into every text (a BOS or
-    CLS token the other does not add), else ""."""
-    if "text" not in xa.coords or "text" not in xb.coords:
-        return ""
-    n = int(max(xa.text.max(), xb.text.max())) + 1
-    extra = np.bincount(xa.text.values, minlength=n) - np.bincount(xb.text.values, minlength=n)
-    if abs(int(extra.sum())) != n or len(set(extra.tolist())) != 1:
-        return ""
-    which = "a" if extra[0] > 0 else "b"
-    return (f" {which}'s tokenizer adds one special token (a BOS or CLS token) to every text "
-            "that the other does not: capture both with add_special_tokens=False (the "
-            "paper's protocol) or exclude_special_tokens=True.")
-
-
-def layer_pairs(depth_a: np.ndarray, depth_b: np.ndarray, pairs: str) -> list[tuple[int, int]]:
-    """Index pairs ``(i, j)`` into the two layer lists.
-
-    "matched": for each layer of the model with fewer layers, the layer of the other at the
-    nearest relative depth (ties to the shallower); "all": every pair; "final": the last
-    layer of each.
-    """
-    if pairs == "final":
-        return [(len(depth_a) - 1, len(depth_b) - 1)]
-    if pairs == "all":
-        return [(i, j) for i in range(len(depth_a)) for j in range(len(depth_b))]
-    if len(depth_a) <= len(depth_b):
-        return [(i, int(np.argmin(np.abs(depth_b - d)))) for i, d in enumerate(depth_a)]
-    return [(int(np.argmin(np.abs(depth_a - d))), j) for j, d in enumerate(depth_b)]
-
-
-def _pair_coords(xa, xb, index_pairs, pairs):
-    """Dims, coords and shape of one score grid."""
-    if pairs == "final":
-        return (), {}, ()
-    if pairs == "all":
-        coords = {"layer_a": xa.layer.values, "layer_b": xb.layer.values}
-        if "depth" in xa.coords and "depth" in xb.coords:
-            coords["depth_a"] = ("layer_a", xa.depth.values)
-            coords["depth_b"] = ("layer_b", xb.depth.values)
-        return ("layer_a", "layer_b"), coords, (xa.sizes["layer"], xb.sizes["layer"])
-    i, j = (list(t) for t in zip(*index_pairs))
-    coords = {"layer": np.arange(len(i)), "layer_a": ("layer", xa.layer.values[i]),
-              "layer_b": ("layer", xb.layer.values[j])}
-    if "depth" in xa.coords:
-        coords["depth"] = ("layer", _depth(xa)[i] if len(i) == len(set(i)) else _depth(xb)[j])
-    return ("layer",), coords, (len(index_pairs),)
-
-
-def _depth(da: xr.DataArray) -> np.ndarray:
-    return da.depth.values if "depth" in da.coords else np.linspace(0, 1, da.sizes["layer"])
-
-
-def _score(metric_objs, xa, xb, pairs, final_layer_only, progress,
-           device: torch.device = torch.device("cpu")) -> xr.Dataset:
-    """Every metric on every layer pair it needs (``pairs``, or the final pair for those in
-    ``final_layer_only``), each layer prepared once per metric, on ``device``."""
-    return _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress, None,
-                        device)[0]
-
-
-def score_replicates(metric_objs, xa, xb, pairs, final_layer_only, progress,
-                     resampling: TextResampling,
-                     device: torch.device = torch.device("cpu")) -> list[xr.Dataset]:
-    """As :func:`_score`, for each of the ``B`` bootstrap replicates of ``resampling``
-    (metrics with ``score_resampled`` only): ``B`` Datasets, each layer prepared once on
-    the full rows."""
-    return _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress, resampling,
-                        device)
-
-
-def _score_grids(metric_objs, xa, xb, pairs, final_layer_only, progress,
-                 resampling: TextResampling | None,
-                 device: torch.device) -> list[xr.Dataset]:
-    """One Dataset of scores, or with ``resampling`` one per replicate."""
-    grids = {}
-    for mode in {pairs, "final"}:
-        index_pairs = layer_pairs(_depth(xa), _depth(xb), mode)
-        grids[mode] = (index_pairs, *_pair_coords(xa, xb, index_pairs, mode))
-    d_a, d_b = xa.sizes["feature"], xb.sizes["feature"]
-    n_out = 1 if resampling is None else resampling.n_replicates
-    variables: list[dict[str, xr.DataArray]] = [{} for _ in range(n_out)]
-    modes = ["final" if m.name in final_layer_only else pairs for m in metric_objs]
-    bar = tqdm(total=sum(len(grids[mode][0]) for mode in modes),
-               desc="metrics" if resampling is None else "bootstrap",
-               disable=not progress, unit="pair")
-    for metric, mode in zip(metric_objs, modes):
-        index_pairs, dims, coords, shape = grids[mode]
-        if getattr(metric, "same_dim", False) and d_a != d_b:
-            warnings.warn(f"{metric.name} needs the same feature dimension in both models "
-                          f"(a has {d_a}, b has {d_b}); it is left out", stacklevel=4)
-            bar.update(len(index_pairs))
-            continue
-        if resampling is not None:
-            per_pair = _score_metric(metric, xa, xb, index_pairs, bar, lambda px, py, m=metric:
-                                     m.score_resampled(px, py, resampling), device)
-            results = [[res[r] for res in per_pair] for r in range(n_out)]
-        elif mode == "all" and _has_batched_scores(metric):
-            grid = metric.score_all(
-                [metrics_mod.prepare(metric, _layer(xa, i, device),
-                                     f"a layer {int(xa.layer[i])}")
-                 for i in range(xa.sizes["layer"])],
-                [metrics_mod.prepare(metric, _layer(xb, j, device),
-                                     f"b layer {int(xb.layer[j])}")
-                 for j in range(xb.sizes["layer"])])
-            results = [[float(grid[i, j]) for i, j in index_pairs]]
-            bar.update(len(index_pairs))
-        else:
-            results = [_score_metric(metric, xa, xb, index_pairs, bar, metric.score, device)]
-        chance = _chance(metric, n=xa.sizes[xa.dims[1]], d=d_a)
-        for out, res in zip(variables, results):
-            new = _to_variables(metric, res, list(np.ndindex(*shape)), dims, coords, shape,
-                                chance=chance)
-            if mode == "final":
-                for var in new.values():
-                    var.attrs["layers"] = _final_label(xa, xb)
-            out.update(new)
-    bar.close()
-    return [xr.Dataset(v, coords=grids[pairs][2]) for v in variables]
-
-
-def _has_batched_scores(metric) -> bool:
-    """Whether ``metric`` overrides ``score_all`` with a batched all-pairs path (one
-    stacked product instead of a loop over pairs); only for scalar scores."""
-    return not metric.dims and type(metric).score_all is not metrics_mod.Metric.score_all
-
-
-def _final_label(xa: xr.DataArray, xb: xr.DataArray) -> str:
-    return f"final layer only (a: {int(xa.layer[-1])}, b: {int(xb.layer[-1])})"
-
-
-def _chance(metric, n: int, d: int) -> float | list[float] | None:
-    """The metric's chance floor for these sizes (one per k for an extra dim), or None."""
-    try:
-        if "k" in metric.dims:
-            return [float(metric.chance(d=d, n=n, k=k)) for k in metric.dims["k"]]
-        value = metric.chance(d=d, n=n)
-    except (ValueError, TypeError):
-        return None
-    return None if value is None else float(value)
-
-
-def _score_metric(metric, xa, xb, flat, bar, score: Callable,
-                  device: torch.device = torch.device("cpu")) -> list:
-    """``score(prep_a, prep_b)`` of one metric for the layer-index pairs ``flat``, preparing
-    each layer once on ``device`` and dropping each preparation as soon as its last pair is
-    scored."""
-    prepared_b: dict[int, Any] = {}
-    uses_b = collections.Counter(j for _, j in flat)
-    results: list = [None] * len(flat)
-    by_a: dict[int, list[int]] = {}
-    for p, (i, _) in enumerate(flat):
-        by_a.setdefault(i, []).append(p)
-    for i, positions in by_a.items():
-        prep_a = metrics_mod.prepare(metric, _layer(xa, i, device),
-                                     f"a layer {int(xa.layer[i])}")
-        for p in positions:
-            j = flat[p][1]
-            if j not in prepared_b:
-                prepared_b[j] = metrics_mod.prepare(metric, _layer(xb, j, device),
-                                                    f"b layer {int(xb.layer[j])}")
-            results[p] = score(prep_a, prepared_b[j])
-            uses_b[j] -= 1
-            if not uses_b[j]:
-                del prepared_b[j]
-            bar.update(1)
-    return results
-
-
-def _layer(da: xr.DataArray, i: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """Layer ``i`` of ``da`` as a ``(rows, feature)`` tensor on ``device``."""
-    return torch.from_numpy(np.ascontiguousarray(da.isel(layer=i).values)).to(device)
-
-
-def _to_variables(metric, results, positions, dims, coords, shape,
-                  chance=None) -> dict[str, xr.DataArray]:
-    """One DataArray per output of ``metric``: the similarity under the metric's name (with
-    its extra dim when it has one), diagnostics as ``{name}_{key}``. ``chance``, the
-    floor, goes into the similarity's attrs."""
-    attrs = metric_attrs(metric)
-    if chance is not None:
-        attrs["chance"] = chance
-    extra = dict(metric.dims)
-    out: dict[str, xr.DataArray] = {}
-    if isinstance(results[0], dict):
-        keys = [k for k in results[0] if k != "similarity" or not extra]
-    else:
-        keys = ["similarity"]
-    if extra:
-        (dim, values), = extra.items()
-        grid = np.full(shape + (len(values),), np.nan)
-        for pos, res in zip(positions, results):
-            grid[pos] = [res[f"{dim}={v}"] for v in values]
-        out[metric.name] = xr.DataArray(grid, dims=dims + (dim,), attrs=attrs,
-                                        coords={dim: list(values)})
-        keys = [k for k in keys if not k.startswith(f"{dim}=")]
-    for key in keys:
-        grid = np.full(shape, np.nan)
-        for pos, res in zip(positions, results):
-            grid[pos] = res if not isinstance(res, dict) else res[key]
-        name = metric.name if key == "similarity" else f"{metric.name}_{key}"
-        var_attrs = attrs if key == "similarity" else {
-            **attrs, "long_name": f"{attrs['long_name']} ({key})", "diagnostic": key}
-        out[name] = xr.DataArray(grid, dims=dims, attrs=var_attrs)
-    return out
-
-
-def metric_attrs(metric) -> dict:
-    """netCDF-safe attrs describing a metric: level, long_name, params, range, invariances."""
-    return {
-        "level": metric.level,
-        "long_name": metric.long_name or metric.name,
-        "metric": metric.name,
-        "params": json.dumps(metric.params(), sort_keys=True, default=str),
-        "range": [float(v) for v in metric.range],
-        "invariances": ", ".join(sorted(metric.invariances)) or "none",
-        "units": "1",
-    }
-
-
-def _probe(metric, pooled_a: xr.DataArray, pooled_b: xr.DataArray, pairs, progress,
-           resampling: TextResampling | None = None,
-           device: torch.device = torch.device("cpu")) -> list[xr.Dataset]:
-    """probe_self / probe_direct (accuracy by split) from mean-pooled text vectors, fitted
-    on ``device`` (the torch solver; scikit-learn's on the CPU): one Dataset, or with
-    ``resampling`` (rows: the texts) one per bootstrap replicate."""
-    pooled_a, pooled_b = _align_rows(pooled_a, pooled_b, None, 0)
-    index_pairs = layer_pairs(_depth(pooled_a), _depth(pooled_b), pairs)
-    dims, coords, shape = _pair_coords(pooled_a, pooled_b, index_pairs, pairs)
-    positions = list(np.ndindex(*shape))
-    score = metric.score if resampling is None else (
-        lambda px, py: metric.score_resampled(px, py, resampling))
-    with tqdm(total=len(index_pairs), desc="probe", disable=not progress, unit="pair") as bar:
-        per_pair = _score_metric(metric, pooled_a, pooled_b, index_pairs, bar, score, device)
-    if resampling is None:
-        per_pair = [[res] for res in per_pair]
-    base = metric_attrs(metric)
-    datasets = []
-    for r in range(len(per_pair[0])):
-        out = {}
-        for readout, what in (("self", "fitted and read out on a"),
-                              ("direct", "fitted on a, frozen, read out on b")):
-            grid = np.full(shape + (len(SPLITS),), np.nan)
-            for pos, res in zip(positions, per_pair):
-                grid[pos] = [res[r][f"{readout}_{split}"] for split in SPLITS]
-            out[f"probe_{readout}"] = xr.DataArray(
-                grid, dims=dims + ("split",), coords={"split": list(SPLITS)},
-                attrs={**base, "long_name": f"probe accuracy ({readout}: {what})",
-                       "range": [0.0, 1.0]})
-            if pairs == "final":
-                out[f"probe_{readout}"].attrs["layers"] = _final_label(pooled_a, pooled_b)
-        datasets.append(xr.Dataset(out, coords=coords))
-    return datasets
-
-
-def _provenance(xa, xb, texts, instruction, opts: dict) -> dict:
-    from . import __version__
-
-    def attr(da, key, default=""):
-        return da.attrs.get(key, default)
-
-    row_dim = xa.dims[1]
-    return {
-        "model_a": attr(xa, "model", "a"), "model_b": attr(xb, "model", "b"),
-        "revision_a": attr(xa, "revision"), "revision_b": attr(xb, "revision"),
-        "attention_a": attr(xa, "attention"), "attention_b": attr(xb, "attention"),
-        "n_texts": len(texts) if texts is not None else int(attr(xa, "n_texts", 0)),
-        "n_rows": int(xa.sizes[row_dim]),
-        "row_dim": row_dim,
-        "text_hash": text_hash(texts) if texts is not None else attr(xa, "text_hash"),
-        "preset": opts["preset"],
-        "pairs": opts["pairs"],
-        "pooling": opts["pooling"] or "none",
-        "max_tokens": int(opts["max_tokens"] or 0),
-        "seed": int(opts["seed"]),
-        "instruction": instruction or "",
-        "final_layer_only": json.dumps(list(opts["final_layer_only"])),
-        "metrics": json.dumps([{"name": m.name, **m.params()} for m in opts["metric_objs"]],
-                              default=str),
-        "probe": json.dumps(opts["probe"], sort_keys=True, default=str),
-        "capture_options": json.dumps(opts["capture_options"], sort_keys=True, default=str),
-        "exclude_massive": float(opts.get("exclude_massive") or 0),
-        **{f"{key}_{which}": value for which, da in (("a", xa), ("b", xb))
-           for key, value in massive.describe(da).items()},
-        "metric_device": str(opts["metric_device"]),
-        "hrsa_version": __version__,
-    }
-
-
-def trajectory(
-    checkpoints_a: Any,
-    checkpoints_b: Sequence[Any],
-    texts: Sequence[str] | None = None,
-    *,
-    steps: Sequence[int] | None = None,
-    labels: Sequence | None = None,
-    metrics: Sequence[str | metrics_mod.Metric] | None = UNSET,
-    pairs: str = UNSET,
-    pooling: str | None = UNSET,
-    max_tokens: int | None = UNSET,
-    seed: int = UNSET,
-    instruction: str | None = None,
-    probe: dict | None = UNSET,
-    final_layer_only: Sequence[str] = UNSET,
-    preset: str = "default",
-    progress: bool = True,
-    bootstrap: int = 0,
-    ci: float = 0.95,
-    ci_method: str = "percentile",
-    permutations: int = 0,
-    keep_replicates: bool = False,
-    n_threads: int | None = None,
-    **capture_options: Any,
-) -> xr.Dataset:
+def trajectory(checkpoints_a: Any, checkpoints_b: Sequence[Any],
+               texts: Sequence[str] | None = None, *, steps: Sequence[int] | None = None,
+               **options: Any) -> xr.Dataset:
     """The same comparison for each pair of checkpoints along training.
 
     Args:
@@ -648,9 +253,10 @@ def trajectory(
             "revision": rev}`` dicts, loaded models, or captured activations.
         texts: the texts every checkpoint reads.
         steps: the training step of each checkpoint (coord ``step``); default 0, 1, ...
-        other arguments: as :func:`compare` (``bootstrap``, ``ci``, ``ci_method``,
-            ``permutations``,
-            ``keep_replicates``: per checkpoint, the same text resamples at every one).
+        **options: every keyword of :func:`compare` (``labels``, ``metrics``, ``pairs``,
+            ``preset``, ``progress``, ``n_threads``, ``bootstrap``, ``ci``, ``ci_method``,
+            ``permutations``, ``keep_replicates``: per checkpoint, the same text resamples
+            at every one; capture options).
 
     Returns:
         The comparisons concatenated along a new dim ``checkpoint`` with coords ``step``,
@@ -658,12 +264,11 @@ def trajectory(
         layer_a, layer_b)``). Each distinct checkpoint is captured once, however many
         pairs it enters (a fixed reference once in all).
     """
-    opts = _resolve(preset, metrics=metrics, pairs=pairs, pooling=pooling,
-                    max_tokens=max_tokens, seed=seed, probe=probe,
-                    final_layer_only=final_layer_only, capture_options=capture_options)
-    uncertainty.validate(bootstrap, ci, permutations, keep_replicates, ci_method)
-    opts["uncertainty"] = dict(bootstrap=bootstrap, ci=ci, ci_method=ci_method,
-                               permutations=permutations, keep_replicates=keep_replicates)
+    arguments = _COMPARE.bind(None, None, texts, **options)
+    arguments.apply_defaults()
+    args = arguments.arguments
+    opts = _resolve(args)
+    progress = args["progress"]
     checkpoints_b = list(checkpoints_b)
     if not checkpoints_b:
         raise ValueError("checkpoints_b is empty: give at least one checkpoint")
@@ -677,11 +282,8 @@ def trajectory(
     steps = list(range(len(checkpoints_b))) if steps is None else [int(s) for s in steps]
     if len(steps) != len(checkpoints_b):
         raise ValueError(f"steps has {len(steps)} entries for {len(checkpoints_b)} checkpoints")
-    if texts is not None:
-        texts = validate_texts(texts)
-    if labels is not None:
-        labels = _validate_labels(labels, texts, None)
-    views = _views(opts["pooling"], labels)
+    texts, labels = _check_inputs(texts, args["labels"])
+    views = _views(opts.pooling, labels)
     cache: dict[str, list[xr.DataArray]] = {}
 
     def captured(spec: Any) -> list[xr.DataArray]:
@@ -689,18 +291,14 @@ def trajectory(
         if key not in cache:
             model, revision = ((spec["model"], spec.get("revision"))
                                if isinstance(spec, dict) else (spec, None))
-            options = {**opts["capture_options"],
-                       **({"revision": revision} if revision else {})}
-            cache[key] = _activations(model, texts, views, key,
-                                      max_tokens=opts["max_tokens"], seed=opts["seed"],
-                                      instruction=instruction, progress=progress, **options)
+            cache[key] = _activations(model, texts, views, key, opts, progress,
+                                      **({"revision": revision} if revision else {}))
         return cache[key]
 
-    with limit_threads(n_threads):
+    with limit_threads(args["n_threads"]):
         results = [
-            _compare_activations(
-                captured(spec_a), captured(spec_b), texts, labels=labels, opts=opts,
-                instruction=instruction, progress=False)
+            _compare_activations(captured(spec_a), captured(spec_b), texts, labels, opts,
+                                 progress=False)
             for spec_a, spec_b in tqdm(list(zip(checkpoints_a, checkpoints_b)),
                                        desc="checkpoints", disable=not progress, unit="ckpt")
         ]
@@ -712,6 +310,9 @@ def trajectory(
     )
     ds.step.attrs["long_name"] = "training step"
     return ds
+
+
+_COMPARE = inspect.signature(compare)
 
 
 def _checkpoint_key(spec: Any) -> str:

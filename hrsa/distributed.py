@@ -14,7 +14,7 @@ over the ranks and every rank returns the same result as a single process would:
   the full activations and scores them, and returns the same Dataset.
 * streaming: chunks of ``chunk_texts`` texts are dealt round robin (rank ``r`` takes chunks
   ``r, r + W, ...``; with fewer chunks than ranks, chunks shrink to ``len(texts) // W``
-  texts); each rank accumulates :class:`~hrsa.streaming.CrossMoments` over its chunks and
+  texts); each rank accumulates :class:`~hrsa.metrics.moments.CrossMoments` over its chunks and
   the sums ``n, sum X, sum Y, X^T X, Y^T Y, X^T Y`` are added with ``all_reduce``.
 
 The process group: one initialised by the caller (any backend) is used as it is. If none
@@ -46,7 +46,7 @@ import xarray as xr
 from . import capture as capture_mod
 
 if TYPE_CHECKING:
-    from .streaming import CrossMoments
+    from .metrics.moments import CrossMoments
 
 
 def process_group() -> dist.ProcessGroup | None:
@@ -139,7 +139,7 @@ def text_chunks(texts: list[str], chunk_texts: int) -> list[list[str]]:
 
 
 def all_reduce_moments(moments: Sequence[CrossMoments]) -> None:
-    """Sum each :class:`~hrsa.streaming.CrossMoments` (``n``, ``sx``, ``sy``, ``xx``,
+    """Sum each :class:`~hrsa.metrics.moments.CrossMoments` (``n``, ``sx``, ``sy``, ``xx``,
     ``yy``, ``xy``) over the ranks, in place; nothing for a single process. Every rank
     must pass moments of the same shapes, in the same order."""
     group = process_group()

@@ -16,7 +16,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .report import LEVEL_ORDER
+from .schema import LEVELS, is_similarity
 
 _PROFILE_LEVELS = ("representation", "geometry")
 
@@ -136,7 +136,7 @@ def realignment(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
     if "checkpoint" not in ds.dims or "layer" not in ds.dims:
         raise ValueError("realignment needs a trajectory (dims checkpoint, layer)")
     by_level = _by_level(ds, variables, exclude_dims=set())
-    levels = [lv for lv in LEVEL_ORDER if by_level.get(lv)]
+    levels = [lv for lv in LEVELS if by_level.get(lv)]
     fig, axes = _axes(axes, len(levels), "axes")
     step = ds["step"] if "step" in ds.coords else ds["checkpoint"]
     where = "mean over layers" if layer is None else f"layer position {layer}"
@@ -189,7 +189,7 @@ def report(ds: xr.Dataset) -> Figure:
 def _by_level(ds: xr.Dataset, variables, exclude_dims: set) -> dict[str, list[str]]:
     names = list(variables) if variables is not None else [
         n for n, v in ds.data_vars.items()
-        if "diagnostic" not in v.attrs and not exclude_dims & set(v.dims)
+        if is_similarity(v) and not exclude_dims & set(v.dims)
         and not (n == "probe_self")]
     missing = [n for n in names if n not in ds]
     if missing:

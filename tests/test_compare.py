@@ -174,3 +174,20 @@ def test_different_hidden_sizes_leave_out_same_width_metrics(minilm_dir, tiny_qw
     assert "dimension_correlation" not in ds and "procrustes_alignment" not in ds
     assert {"cka", "knn_overlap"} <= set(ds.data_vars)
     assert ds.sizes["layer"] == 4  # the 3-block model sets the grid
+
+
+def test_function_level_metrics_are_reachable_from_compare():
+    """linear_predictivity scores layer pairs like any metric; the probe needs labels=."""
+    rng = np.random.default_rng(0)
+    coords = {"layer": [0, 1], "depth": ("layer", [0.0, 1.0])}
+    xa = xr.DataArray(rng.normal(size=(2, 60, 5)), dims=("layer", "sample", "feature"),
+                      coords=coords)
+    xb = xa + 0.1 * rng.normal(size=xa.shape)
+    ds = hrsa.compare(xa, xb, metrics=["linear_predictivity", "cka"], progress=False)
+    assert ds.linear_predictivity.attrs["level"] == "function"
+    assert ds.linear_predictivity.dims == ("layer",)
+    expected = hrsa.metrics.get("linear_predictivity")(xa.values[1], xb.values[1])
+    assert float(ds.linear_predictivity[1]) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="labels="):
+        hrsa.compare(xa, xb, metrics=[hrsa.metrics.get("linear_probe_transfer",
+                                                       labels=[0, 1] * 30)], progress=False)

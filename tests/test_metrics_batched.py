@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import warnings
+import zlib
 
 import numpy as np
 import pytest
 import torch
+from scipy.linalg import orthogonal_procrustes
+from scipy.spatial.distance import pdist
+from scipy.stats import spearmanr
+from sklearn.neighbors import NearestNeighbors
 
-import hrsa.metrics as metrics_mod
 from hrsa.metrics import Metric, get, register
 from hrsa.metrics.geometry import all_pairs_form
+from hrsa.metrics.registry import _REGISTRY
 
 TOL = 1e-10
 
@@ -52,7 +57,7 @@ CKA_CASES = {
 @pytest.mark.parametrize("case", sorted(CKA_CASES))
 def test_linear_cka_score_all_matches_score(name, case):
     n, dx, dy = CKA_CASES[case]
-    rng = np.random.default_rng(hash(case) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(case.encode()))  # the same in every process
     _check(get(name), _stack(rng, len(dx), n, dx), _stack(rng, len(dy), n, dy))
 
 
@@ -126,13 +131,53 @@ def test_dimension_correlation_score_all_needs_same_d_and_n():
                              [get("cka").prepare(rng.standard_normal((21, 5)))])
 
 
-@pytest.mark.parametrize("name,params", [
-    ("procrustes_alignment", {}), ("procrustes", {}), ("rsa", {}), ("knn_overlap", {"k": 3}),
-    ("cka_rbf", {}),
+def _h_inv(X: np.ndarray, Y: np.ndarray) -> float:
+    """Inverse row entropy of scipy's Procrustes map of the centred inputs."""
+    P = orthogonal_procrustes(X - X.mean(0), Y - Y.mean(0))[0] ** 2
+    return 1 + np.sum(P * np.log(np.where(P > 0, P, 1))) / (P.shape[0] * np.log(P.shape[0]))
+
+
+def _procrustes(X: np.ndarray, Y: np.ndarray) -> float:
+    """1 - residual / 2 of scipy's fit on centred, unit-norm inputs."""
+    Xc, Yc = ((Z - Z.mean(0)) / np.linalg.norm(Z - Z.mean(0)) for Z in (X, Y))
+    O = orthogonal_procrustes(Xc, Yc)[0]
+    return 1 - np.linalg.norm(Xc @ O - Yc) ** 2 / 2
+
+
+def _rsa(X: np.ndarray, Y: np.ndarray) -> float:
+    return spearmanr(pdist(X, "cosine"), pdist(Y, "cosine"))[0]
+
+
+def _knn_overlap(X: np.ndarray, Y: np.ndarray, k: int = 3) -> float:
+    def sets(Z):
+        nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(Z)
+        return [set(row[row != i][:k]) for i, row in enumerate(nn.kneighbors(Z)[1])]
+    return np.mean([len(a & b) / len(a | b) for a, b in zip(sets(X), sets(Y))])
+
+
+def _cka_rbf(X: np.ndarray, Y: np.ndarray, sigma: float = 0.8) -> float:
+    def centred_kernel(Z):
+        D2 = np.square(np.linalg.norm(Z[:, None] - Z[None], axis=-1))
+        K = np.exp(-D2 / (2 * (sigma * np.median(pdist(Z))) ** 2))
+        H = np.eye(len(Z)) - 1 / len(Z)
+        return H @ K @ H
+    K, L = centred_kernel(X), centred_kernel(Y)
+    return np.sum(K * L) / (np.linalg.norm(K) * np.linalg.norm(L))
+
+
+@pytest.mark.parametrize("name,params,reference", [
+    ("procrustes_alignment", {}, _h_inv), ("procrustes", {}, _procrustes), ("rsa", {}, _rsa),
+    ("knn_overlap", {"k": 3}, _knn_overlap), ("cka_rbf", {}, _cka_rbf),
 ])
-def test_default_score_all_is_the_loop(name, params):
+def test_default_score_all_matches_an_independent_reference(name, params, reference):
+    """The default ``score_all`` (a loop over ``score``) puts pair ``(i, j)`` at ``[i, j]``
+    with the value an independent implementation (scipy, scikit-learn, numpy) gives."""
     rng = np.random.default_rng(8)
-    _check(get(name, **params), _stack(rng, 2, 30, 6), _stack(rng, 3, 30, 6))
+    Xs, Ys = _stack(rng, 2, 30, 6), _stack(rng, 3, 30, 6)
+    got = _check(get(name, **params), Xs, Ys)
+    expected = np.array([[reference(X, Y) for Y in Ys] for X in Xs])
+    assert np.ptp(expected) > 1e-3  # the pairs differ, so a misplaced pair would show
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 
 
 def test_default_score_all_rejects_dict_scores_and_handles_empty():
@@ -154,4 +199,4 @@ def test_registered_function_gets_the_default_loop():
         rng = np.random.default_rng(10)
         _check(m, _stack(rng, 2, 10, 3), _stack(rng, 2, 10, 3))
     finally:
-        metrics_mod._REGISTRY.pop("batched_test_mean_gap", None)
+        _REGISTRY.pop("batched_test_mean_gap", None)

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from hrsa.metrics import Metric, available, chance, get, register
-from hrsa.metrics import _REGISTRY  # noqa: PLC2701  (restore after each test)
+from hrsa.metrics.registry import _REGISTRY  # noqa: PLC2701  (restore after each test)
 
 BUILTIN = ["dimension_correlation", "procrustes_alignment", "cka", "cka_debiased", "cka_rbf",
            "knn_overlap", "rsa", "procrustes", "geodesic", "linear_probe_transfer",

@@ -48,6 +48,10 @@ def test_streaming_equals_the_in_memory_comparison(pair):
     for name in STREAMING_METRICS:
         np.testing.assert_allclose(streamed[name], in_memory[name], atol=1e-6, err_msg=name)
     assert streamed.cka.attrs["level"] == "geometry"
+    # one provenance builder: every attr of the in-memory comparison, and streaming's own
+    assert set(in_memory.attrs) <= set(streamed.attrs) and streamed.attrs["streaming"] == 1
+    assert streamed.attrs["preset"] == "none" and streamed.attrs["seed"] == 0
+    assert [m["name"] for m in json.loads(streamed.attrs["metrics"])] == list(STREAMING_METRICS)
 
 
 def test_bad_input(pair, minilm_dir, tiny_qwen3_dir):

@@ -18,6 +18,7 @@ from typing import Any
 import xarray as xr
 
 from ..compare import compare
+from ..engine.pairs import layer_pairs
 
 # (name, training that separates b from a, model a, model b), by hub id.
 PAPER_PAIRS: tuple[tuple[str, str, str, str], ...] = (
@@ -110,8 +111,6 @@ def _matched(da: xr.DataArray) -> xr.DataArray:
     """Matched layers of an all-pairs grid (nearest relative depth); as is otherwise."""
     if "layer_a" not in da.dims:
         return da
-    from ..compare import layer_pairs
-
     pairs = layer_pairs(da.depth_a.values, da.depth_b.values, "matched")
     return xr.concat([da.isel(layer_a=i, layer_b=j, drop=True) for i, j in pairs], "layer")
 

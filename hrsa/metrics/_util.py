@@ -18,14 +18,17 @@ import numpy as np
 import torch
 
 __all__ = [
+    "ROTATION_FREE",
     "as_matrix",
     "centered",
     "check_not_constant",
     "check_pair",
     "ieee_float32",
-    "subsample_indices",
     "warn",
 ]
+
+# the invariances of the geometry-level metrics that see the whole shape
+ROTATION_FREE = frozenset({"orthogonal", "isotropic_scaling", "translation", "permutation"})
 
 
 def as_matrix(X: Any, name: str = "X", min_rows: int = 2) -> torch.Tensor:
@@ -132,18 +135,6 @@ def check_pair(px: Any, py: Any, same_d: bool = False, why: str = "") -> None:
             f"X has shape {sx} and Y has shape {sy}: {why or 'this metric'} needs the same "
             "number of features d1 == d2"
         )
-
-
-def subsample_indices(n: int, max_samples: int, seed: int) -> np.ndarray | None:
-    """Sorted seeded subsample of ``max_samples`` of ``range(n)``, or None if ``n <= max_samples``.
-
-    Depends only on ``(n, max_samples, seed)``, so two representations of the same ``n`` inputs
-    get the same rows.
-    """
-    if max_samples <= 0 or n <= max_samples:
-        return None
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=max_samples, replace=False))
 
 
 def warn(message: str, category: type[Warning] = RuntimeWarning) -> None:

@@ -17,17 +17,17 @@ import torch
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import KFold, train_test_split
 
-from . import Metric
+from .base import Metric
 from ._classifiers import LogisticProbe, RidgeProbe
 from ._util import (as_matrix, centered, centred_input, check_not_constant, check_pair,
                     rank_tolerance, warn)
 
 if TYPE_CHECKING:
-    from ..resampling import TextResampling
+    from .weights import TextResampling
 
-__all__ = ["LinearProbeTransfer", "LinearPredictivity", "METRICS"]
+__all__ = ["LinearProbeTransfer", "LinearPredictivity", "METRICS", "SPLITS"]
 
-_SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "test")  # the probe's splits, coord ``split`` of its variables
 
 
 @dataclass
@@ -80,6 +80,7 @@ class LinearProbeTransfer(Metric):
     long_name = "cross-model linear-probe accuracy"
     level = "function"
     same_dim = True
+    needs_labels = True
     range = (0.0, 1.0)
 
     def __init__(self, labels: Any, classifier: str = "logistic", C: float = 1.0,
@@ -152,7 +153,7 @@ class LinearProbeTransfer(Metric):
                    else RidgeProbe(self.classes, alpha=1.0 / self.C))
             rows = torch.from_numpy(train).to(F.device)
             clf.fit(F[rows], self.codes.to(F.device)[rows])
-        acc = {s: float(clf.score(F[self.index[s]], self.labels[self.index[s]])) for s in _SPLITS}
+        acc = {s: float(clf.score(F[self.index[s]], self.labels[self.index[s]])) for s in SPLITS}
         return _ProbePrep(F, clf, acc)
 
     def _features(self, X: torch.Tensor) -> torch.Tensor:
@@ -177,7 +178,7 @@ class LinearProbeTransfer(Metric):
         """``(n,)``: ``"{split}/{label}"`` of each row, the strata of a bootstrap that keeps
         the size and class balance of every split."""
         out = np.empty(self.labels.size, dtype=object)
-        for s in _SPLITS:
+        for s in SPLITS:
             out[self.index[s]] = [f"{s}/{y}" for y in self.labels[self.index[s]]]
         return out.astype(str)
 
@@ -194,7 +195,7 @@ class LinearProbeTransfer(Metric):
                    for readout, p in (("self", prep_x), ("direct", prep_y))}
         acc = {}
         for readout, c in correct.items():
-            for s in _SPLITS:
+            for s in SPLITS:
                 rows = self.index[s]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     acc[f"{readout}_{s}"] = W[:, rows] @ c[rows] / W[:, rows].sum(axis=1)
@@ -204,8 +205,8 @@ class LinearProbeTransfer(Metric):
     def score(self, prep_x: _ProbePrep, prep_y: _ProbePrep) -> dict[str, float]:
         check_pair(prep_x, prep_y, same_d=True, why="linear_probe_transfer (direct transfer)")
         F_y = _like(prep_y.F, prep_x.F)
-        out = {f"self_{s}": prep_x.self_acc[s] for s in _SPLITS}
-        for s in _SPLITS:
+        out = {f"self_{s}": prep_x.self_acc[s] for s in SPLITS}
+        for s in SPLITS:
             rows = self.index[s]
             out[f"direct_{s}"] = float(prep_x.classifier.score(F_y[rows], self.labels[rows]))
         out["similarity"] = out["direct_test"]

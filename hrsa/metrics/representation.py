@@ -15,6 +15,7 @@ maps; both need ``d1 == d2 == D``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +23,14 @@ import numpy as np
 import torch
 from scipy.special import digamma
 
-from . import Metric
+from .base import Metric
 from ._polar import polar_parts
 from ._util import (as_matrix, centered, centred_input, check_not_constant, check_pair,
                     rank_tolerance, warn)
 
 if TYPE_CHECKING:
-    from ..resampling import TextResampling
+    from .moments import CrossMoments
+    from .weights import TextResampling
 
 __all__ = ["DimensionCorrelation", "ProcrustesAlignment", "METRICS"]
 
@@ -127,6 +129,22 @@ class DimensionCorrelation(Metric):
             total += torch.where(ok, rho, 0.0).sum(dim=1)
             kept += ok.sum(dim=1)
         return (total / kept).tolist()
+
+    def score_moments(self, moments: CrossMoments) -> float:
+        """From streamed moments: the mean over features varying in both of
+        ``Cxy_jj / sqrt(Cxx_jj Cyy_jj)`` (constant features left out, with a warning)."""
+        cxx, cyy, cxy = moments.centred()
+        var = torch.diagonal(cxx) * torch.diagonal(cyy)
+        scale = torch.diagonal(moments.xx) * torch.diagonal(moments.yy)
+        varying = var > 1e-24 * scale.clamp_min(1e-300)
+        if not bool(varying.any()):
+            raise ValueError("no feature varies in both X and Y; dimension_correlation "
+                             "is undefined")
+        if not bool(varying.all()):
+            warnings.warn(f"dimension_correlation: {int((~varying).sum())} constant "
+                          "features left out of the mean", RuntimeWarning, stacklevel=2)
+        rho = torch.diagonal(cxy)[varying] / var[varying].sqrt()
+        return float(rho.mean())
 
     def score_all(self, preps_x: list[_UnitColumns], preps_y: list[_UnitColumns]) -> np.ndarray:
         """All pairs at once (see ``Metric.score_all``): ``rho[c, i, j] = <Zx_i[:, c], Zy_j[:, c]>``
@@ -268,6 +286,10 @@ class ProcrustesAlignment(Metric):
             C = A - sx[reps, :, None] * (sy[reps] / N[reps, None])[:, None, :]
             out.extend(self.from_cross_covariance(M) for M in C)
         return out
+
+    def score_moments(self, moments: CrossMoments) -> float:
+        """From streamed moments: H_inv of the Procrustes map of ``Cxy``."""
+        return self.from_cross_covariance(moments.centred()[2])
 
     def from_cross_covariance(self, M: torch.Tensor) -> float:
         """H_inv from the centred cross-product ``M = Xc^T Yc: (D, D)`` (any positive
