@@ -22,6 +22,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import batches as batches_mod
 from . import massive as massive_mod
 from . import pooling as pooling_mod
 from . import store as store_mod
@@ -203,8 +204,8 @@ def capture_views(
         [encoder.prefix + text for text in inputs], truncation=True, max_length=max_length,
         return_special_tokens_mask=True, add_special_tokens=add_special_tokens,
     )
-    _check_nonempty(tokens, add_special_tokens, encoder.name)
-    keep = None if None not in views else _token_rows(
+    batches_mod.check_nonempty(tokens, add_special_tokens, encoder.name)
+    keep = None if None not in views else batches_mod.token_rows(
         tokens, exclude_special_tokens, exclude_first_token, max_tokens, seed, encoder.name)
     hidden_size = encoder.model.config.get_text_config().hidden_size
     n_rows = {view: len(texts) if view else sum(len(k) for k in keep) for view in views}
@@ -234,16 +235,16 @@ def capture_views(
     lengths = np.array([len(ids) for ids in tokens["input_ids"]])
     order = np.argsort(lengths, kind="stable")
     offsets = None if keep is None else np.concatenate([[0], np.cumsum([len(k) for k in keep])])
-    batches = length_batches(lengths[order], order, batch_size, encoder.device)
+    batches = batches_mod.length_batches(lengths[order], order, batch_size, encoder.device)
     if shard is not None:
         batches = batches[shard[0]::shard[1]]
     with writer or contextlib.nullcontext():
         for batch in tqdm(batches, desc=f"capture {encoder.name}", disable=not progress,
                           unit="batch"):
-            inputs_b, mask = _pad(encoder, tokens, batch)
+            inputs_b, mask = batches_mod.pad(encoder, tokens, batch)
             sample_dest = torch.as_tensor(batch)
             if keep is not None:
-                flat_b, token_dest = _token_index(encoder, keep, offsets, batch, mask)
+                flat_b, token_dest = batches_mod.token_index(encoder, keep, offsets, batch, mask)
             if writer is not None:  # gather this batch's rows in order; written below
                 dest = (sample_dest if keep is None else token_dest).cpu().numpy()
                 outs = {views[0]: torch.empty(len(layers), len(dest), hidden_size,
@@ -274,31 +275,6 @@ def capture_views(
     return arrays
 
 
-# automatic batches: texts per forward on the CPU, and on a GPU the padded-token budget
-# (a Qwen3-0.6B forward in batches of 32 texts ran launch-bound on an H100, at a few
-# percent of its matrix rate) with a cap on texts per batch
-CPU_BATCH = 32
-GPU_BATCH_TOKENS, GPU_BATCH_MAX = 65_536, 512
-
-
-def length_batches(lengths: Sequence[int], order: np.ndarray, batch_size: int | None,
-                   device: torch.device) -> list[np.ndarray]:
-    """Split text indices ``order`` (sorted by their token ``lengths``, ascending) into
-    batches: ``batch_size`` texts each when given; else 32 on the CPU, and on a GPU as many
-    texts as keep ``texts x longest <= 65,536`` padded tokens (at most 512)."""
-    if batch_size is not None or torch.device(device).type != "cuda":
-        size = batch_size or CPU_BATCH
-        return [order[i:i + size] for i in range(0, len(order), size)]
-    batches, start = [], 0
-    for stop in range(1, len(order) + 1):
-        if stop - start > 1 and ((stop - start) * lengths[stop - 1] > GPU_BATCH_TOKENS
-                                 or stop - start > GPU_BATCH_MAX):
-            batches.append(order[start:stop - 1])
-            start = stop - 1
-    batches.append(order[start:])
-    return batches
-
-
 def validate_texts(texts: Any) -> list[str]:
     """``texts`` as a non-empty list of strings, or a TypeError/ValueError naming it."""
     if isinstance(texts, str) or not isinstance(texts, Sequence):
@@ -327,16 +303,6 @@ def apply_template(texts: list[str], instruction: str | None, template: str) -> 
     return [template.format(instruction=instruction, text=text) for text in texts]
 
 
-def _check_nonempty(tokens, add_special_tokens: bool, name: str) -> None:
-    """Raise for texts that tokenize to no token at all (an empty text without special
-    tokens): their pooled vectors and rows would be zeros scored as data."""
-    empty = [i for i, ids in enumerate(tokens["input_ids"]) if len(ids) == 0]
-    if empty:
-        how = "" if add_special_tokens else " with add_special_tokens=False"
-        raise ValueError(f"model {name!r}: {len(empty)} texts tokenize to no token{how} "
-                         f"(texts[{empty[0]}] is empty or whitespace); drop them first")
-
-
 def _validate_layers(layers, n_blocks: int, name: str) -> list[int]:
     if layers is None:
         return list(range(n_blocks + 1))
@@ -346,66 +312,6 @@ def _validate_layers(layers, n_blocks: int, name: str) -> list[int]:
         raise ValueError(f"layers must be a non-empty subset of 0..{n_blocks} for model "
                          f"{name!r} ({n_blocks} blocks); got {bad or layers}")
     return sorted(set(layers))
-
-
-def _token_rows(tokens, exclude_special: bool, exclude_first: bool,
-                max_tokens: int | None, seed: int, name: str) -> list[np.ndarray]:
-    """Per text, the positions of the kept token rows (ascending)."""
-    keep = []
-    for ids, special in zip(tokens["input_ids"], tokens["special_tokens_mask"]):
-        mask = np.ones(len(ids), dtype=bool)
-        if exclude_special:
-            mask &= ~np.asarray(special, dtype=bool)
-        if exclude_first:
-            mask[:1] = False
-        keep.append(np.flatnonzero(mask))
-    total = sum(len(k) for k in keep)
-    if total == 0:
-        raise ValueError(f"model {name!r}: no token rows left after the exclusions")
-    if max_tokens is not None:
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        if total > max_tokens:
-            chosen = np.zeros(total, dtype=bool)
-            chosen[np.random.default_rng(seed).choice(total, max_tokens, replace=False)] = True
-            bounds = np.cumsum([0] + [len(k) for k in keep])
-            keep = [k[chosen[a:b]] for k, a, b in zip(keep, bounds[:-1], bounds[1:])]
-    return keep
-
-
-def _pad(encoder: Encoder, tokens, batch: np.ndarray) -> tuple[dict, torch.Tensor]:
-    """Pad one batch on the tokenizer's padding side; left padding gets mask-derived
-    ``position_ids`` so each text's positions are the same as unpadded."""
-    left = getattr(encoder.tokenizer, "padding_side", "right") == "left"
-    pad_id = encoder.tokenizer.pad_token_id or 0
-    width = max(len(tokens["input_ids"][i]) for i in batch)
-    fields = [k for k in ("input_ids", "token_type_ids") if k in tokens]
-    arrays = {k: np.full((len(batch), width), pad_id if k == "input_ids" else 0, np.int64)
-              for k in fields + ["attention_mask"]}
-    for row, i in enumerate(batch):
-        n = len(tokens["input_ids"][i])
-        cols = slice(width - n, width) if left else slice(0, n)
-        for k in fields:
-            arrays[k][row, cols] = tokens[k][i]
-        arrays["attention_mask"][row, cols] = 1
-    inputs = {k: torch.from_numpy(v).to(encoder.device) for k, v in arrays.items()}
-    if left:
-        inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
-    return inputs, inputs["attention_mask"]
-
-
-def _token_index(encoder: Encoder, keep, offsets, batch,
-                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kept tokens of one batch, computed once for all its layers: ``flat: (N,)`` their
-    rows in the batch's states flattened to ``(B * T, D)`` (``row * T + column`` in the padded
-    batch, ``mask: (B, T)``), on the mask's device, and ``dest: (N,)`` their output rows."""
-    width = mask.shape[1]
-    starts = (width - mask.sum(dim=1)).tolist() if (
-        getattr(encoder.tokenizer, "padding_side", "right") == "left") else [0] * len(batch)
-    flat = np.concatenate([keep[i] + (row * width + starts[row]) for row, i in enumerate(batch)])
-    dest = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
-    return (torch.as_tensor(flat, dtype=torch.long).to(mask.device),
-            torch.as_tensor(dest, dtype=torch.long))
 
 
 def _forward_layers(encoder: Encoder, inputs: dict, layers: list[int], n_blocks: int,

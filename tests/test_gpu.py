@@ -94,7 +94,7 @@ def test_gpu_bootstrap_equals_cpu_bootstrap(tiny_qwen3_dir, many_texts):
 def test_gpu_batches_keep_a_token_budget():
     """On a GPU, length-sorted texts are batched up to 65,536 padded tokens (at most 512
     texts); every text once, in order; a text over the budget alone. CPU: 32 per batch."""
-    from hrsa.capture import GPU_BATCH_MAX, GPU_BATCH_TOKENS, length_batches
+    from hrsa.batches import GPU_BATCH_MAX, GPU_BATCH_TOKENS, length_batches
     rng = np.random.default_rng(0)
     lengths = np.sort(np.concatenate([rng.integers(1, 40, 3000), [70_000],
                                       rng.integers(100, 2000, 300)]))
