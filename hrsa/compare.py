@@ -28,7 +28,7 @@ from .engine.scoring import score, score_probe, score_replicates
 from .metrics.function import SPLITS
 from .options import PAIRS, Options, metric_device, resolve_metrics
 from .presets import UNSET
-from .schema import check_activations, metric_attrs
+from .schema import check_activations, metric_attrs, text_hash
 from .threads import limit_threads
 
 # names this module had before the engine moved out, kept for existing imports
@@ -224,6 +224,11 @@ def _activations(model, texts, views, which: str, opts: Options, progress: bool,
     ``overrides``: capture options for this model only (a checkpoint's revision)."""
     if isinstance(model, xr.DataArray):
         check_activations(model, which)
+        captured_on = model.attrs.get("text_hash")
+        if texts is not None and captured_on and captured_on != text_hash(texts):
+            raise ValueError(f"activations {which} were captured on other texts (text_hash "
+                             f"{captured_on}) than the texts given (text_hash "
+                             f"{text_hash(texts)})")
         if len(views) > 1 and model.attrs.get("pooling") != "mean":
             raise ValueError(f"labels need mean-pooled text vectors, which cannot be derived "
                              f"from the token-level activations given as {which}; pass the "

@@ -93,3 +93,14 @@ def test_compare_refuses_exclude_massive_on_pooled_rows(minilm_dir, texts):
     with pytest.raises(ValueError, match="exclude_massive applies at token level"):
         hrsa.compare(minilm_dir, minilm_dir, texts, pooling="mean", exclude_massive=100,
                      progress=False)
+
+
+def test_activations_of_different_texts_are_not_compared(minilm_dir, texts):
+    a = hrsa.capture(minilm_dir, texts, pooling="mean", progress=False)
+    other = [t + " (again)" for t in texts]
+    b = hrsa.capture(minilm_dir, other, pooling="mean", progress=False)
+    with pytest.raises(ValueError, match="captured on different texts"):
+        hrsa.compare(a, b, metrics=["cka"], progress=False)
+    with pytest.raises(ValueError, match="activations a were captured on other texts"):
+        hrsa.compare(a, a, other, metrics=["cka"], progress=False)
+    assert hrsa.compare(a, a, texts, metrics=["cka"], progress=False).cka.min() > 0.999

@@ -77,6 +77,10 @@ def align_rows(xa: xr.DataArray, xb: xr.DataArray, max_tokens: int | None, seed:
     if xa.dims[1] != xb.dims[1]:
         raise ValueError(f"activations a are per {xa.dims[1]} and b per {xb.dims[1]}: "
                          "compare token-level with token-level, pooled with pooled")
+    hash_a, hash_b = xa.attrs.get("text_hash"), xb.attrs.get("text_hash")
+    if hash_a and hash_b and hash_a != hash_b:
+        raise ValueError(f"a and b were captured on different texts (text_hash {hash_a} and "
+                         f"{hash_b}): their rows are not the same inputs")
     row_dim = xa.dims[1]
     if xa.sizes[row_dim] != xb.sizes[row_dim]:
         hint = (special_token_hint(xa, xb) or " The two tokenizers split the texts "
