@@ -46,6 +46,7 @@ def base(minilm_dir):
     return R.load_base(minilm_dir)
 
 
+@pytest.mark.slow
 def test_fast_run_dims_and_files(fast_run):
     out, ds = fast_run
     n_layers = 7  # embedding output + 6 blocks of MiniLM
@@ -72,6 +73,7 @@ def test_fast_run_dims_and_files(fast_run):
     assert saved.attrs["torch_threads"] == 1
 
 
+@pytest.mark.slow
 def test_checkpoints_load_with_from_pretrained(fast_run, minilm_dir):
     out, _ = fast_run
     for backbone in ("base", "mild", "restructured"):
@@ -92,6 +94,7 @@ def test_checkpoints_load_with_from_pretrained(fast_run, minilm_dir):
                              R.checkpoint_dir(out, "mild", 0)) > 0
 
 
+@pytest.mark.slow
 def test_cli_fast_run_reproduces_the_numbers(fast_run, tmp_path, capsys):
     _, ds = fast_run
     assert cli.main(["realign", "--fast", "--quiet", "--out", str(tmp_path)]) == 0
@@ -194,6 +197,7 @@ def test_other_bad_inputs(base, tmp_path):
     assert cli.main(["realign", "--fast", "--seed", "-2", "--out", str(tmp_path)]) == 2
 
 
+@pytest.mark.slow
 def test_contrastive_training_lowers_the_loss(tmp_path):
     """On a backbone the contrastive objective has not already solved (a noisy MiniLM copy;
     MiniLM itself starts near zero loss), 12 seeded SimCSE steps lower the InfoNCE loss."""
