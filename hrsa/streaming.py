@@ -128,5 +128,6 @@ def _dataset(moments: list[CrossMoments], pairs: list[tuple[int, int]], xa: xr.D
             variables.update(to_variables(metric, [m.score(metric.name) for m in moments],
                                           dims, coords, shape,
                                           chance=chance_floor(metric, n=n, d=d_a)))
-    attrs = {**provenance(xa, xb, texts, opts), "n_rows": int(n), "streaming": 1}
+    attrs = {**provenance(xa, xb, texts, opts, rows_scored=False), "n_rows": int(n),
+             "streaming": 1}
     return xr.Dataset(variables, coords=coords, attrs=attrs)

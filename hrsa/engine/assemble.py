@@ -103,11 +103,12 @@ def probe_variables(metric: Metric, results: Sequence[dict], dims: tuple[str, ..
 
 
 def provenance(xa: xr.DataArray, xb: xr.DataArray, texts: Sequence[str] | None,
-               opts: Options) -> dict[str, Any]:
-    """The Dataset attrs of a comparison of ``xa`` and ``xb`` (the rows scored) under
-    ``opts``: both models, their revisions and attention, the texts (count and hash), the
-    rows, every resolved option, each model's massive rows (:func:`hrsa.massive.describe`)
-    and the hrsa version; flat and netCDF-safe."""
+               opts: Options, rows_scored: bool = True) -> dict[str, Any]:
+    """The Dataset attrs of a comparison of ``xa`` and ``xb`` under ``opts``: both models,
+    their revisions and attention, the texts (count and hash), the rows, every resolved
+    option and the hrsa version; flat and netCDF-safe. ``rows_scored``: ``xa``/``xb`` are
+    the rows scored, so each model's massive rows among them are described too
+    (:func:`hrsa.massive.describe`); False where they are one chunk of a stream."""
     def attr(da, key, default=""):
         return da.attrs.get(key, default)
 
@@ -132,7 +133,7 @@ def provenance(xa: xr.DataArray, xb: xr.DataArray, texts: Sequence[str] | None,
         "probe": json.dumps(opts.probe, sort_keys=True, default=str),
         "capture_options": json.dumps(opts.capture_options, sort_keys=True, default=str),
         "exclude_massive": float(opts.exclude_massive or 0),
-        **{f"{key}_{which}": value for which, da in (("a", xa), ("b", xb))
+        **{f"{key}_{which}": value for which, da in (("a", xa), ("b", xb)) if rows_scored
            for key, value in massive.describe(da).items()},
         "metric_device": str(opts.metric_device),
         "hrsa_version": __version__,
