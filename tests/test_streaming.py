@@ -90,6 +90,7 @@ def _growth(n_texts: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_streaming_memory_does_not_grow_with_the_number_of_texts(minilm_dir):
     small, large = _growth(300), _growth(1500)
     assert large["rows"] > 4 * small["rows"]
