@@ -117,7 +117,7 @@ def test_massive_activations_sit_on_the_first_token_at_middle_layers(smollm2, ne
 
 def test_compare_excludes_the_rows_massive_in_either_model(smollm2, news):
     texts = news[0][:12]
-    # causal: each text's first token is massive at layers 12-28 (bidirectional attention
+    # causal: each text's first token is massive at layers 12-22 (bidirectional attention
     # spreads the massive feature over the first few dozen positions, docs/llm.md)
     ds = hrsa.compare(smollm2, smollm2, texts, metrics=["cka"], exclude_massive=100,
                       progress=False)
